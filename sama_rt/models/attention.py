@@ -1,0 +1,115 @@
+"""Attention backends for the DiT, chosen in one place.
+
+SAMA's self-attention runs over `[source N | anchors A | target N]` with RoPE applied to
+the video rows and anchors' q/k forced to zero. Three implementations compute exactly
+that contract:
+
+- `reference`: rotate q/k explicitly, plain softmax(QK^T)V in float32. Slow, obvious, the oracle.
+- `sdpa`: rotate q/k explicitly, `F.scaled_dot_product_attention` in the input dtype
+  (flash / memory-efficient kernels on GPU, the fused CPU kernel here).
+- `triton`: the fused anchor-attention kernel (RoPE in-kernel, anchors collapsed to one
+  virtual key); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .rope import apply_rope, sequence_rope_tables
+
+logger = logging.getLogger(__name__)
+
+
+class AttentionBackend(str, enum.Enum):
+    REFERENCE = "reference"
+    SDPA = "sdpa"
+    TRITON = "triton"
+
+    @classmethod
+    def parse(cls, name: "str | AttentionBackend") -> "AttentionBackend":
+        if isinstance(name, AttentionBackend):
+            return name
+        try:
+            return cls(name)
+        except ValueError:
+            valid = ", ".join(b.value for b in cls)
+            raise ValueError(f"unknown attention backend {name!r}; valid: {valid}, auto") from None
+
+
+def triton_available() -> tuple[bool, str]:
+    """Whether the Triton kernel can run here, and why not if it cannot."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, "triton is not installed (pip install 'sama-rt[triton]')"
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return True, "triton with a CUDA device" if torch.cuda.is_available() else "triton interpreter"
+    return False, "no CUDA device (the Triton kernel needs a GPU, or TRITON_INTERPRET=1 on CPU)"
+
+
+def select_attention_backend(requested: str, device: torch.device) -> AttentionBackend:
+    """Pick the attention backend for `device`. `requested` is a backend name or "auto".
+
+    auto: the Triton kernel on CUDA when Triton is installed, SDPA otherwise.
+    """
+    device = torch.device(device)
+    if requested != "auto":
+        backend = AttentionBackend.parse(requested)
+        if backend is AttentionBackend.TRITON:
+            ok, why = triton_available()
+            if not ok:
+                raise RuntimeError(f"attention backend 'triton' cannot run here: {why}")
+        return backend
+    if device.type == "cuda":
+        ok, why = triton_available()
+        if ok:
+            logger.info("attention: triton (fused anchor attention on CUDA)")
+            return AttentionBackend.TRITON
+        logger.info("attention: sdpa (%s)", why)
+        return AttentionBackend.SDPA
+    logger.info("attention: sdpa (device %s)", device.type)
+    return AttentionBackend.SDPA
+
+
+def anchor_self_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_anchor: int,
+    backend: AttentionBackend,
+) -> torch.Tensor:
+    """Self-attention over [source N | anchors A | target N].
+
+    q, k, v: [B, L, heads, head_dim], q/k not yet rotated; cos/sin: [N, head_dim/2] video tables.
+    Returns [B, L, heads, head_dim] in v's dtype.
+    """
+    if backend is AttentionBackend.TRITON:
+        from ..kernels import anchor_attention
+
+        return anchor_attention(q, k, v, cos, sin, num_anchor)
+    cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
+    q = apply_rope(q, cos_l, sin_l)
+    k = apply_rope(k, cos_l, sin_l)
+    if backend is AttentionBackend.REFERENCE:
+        return reference_attention(q, k, v)
+    return sdpa_attention(q, k, v)
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain attention on [B, L, heads, D] layouts through SDPA."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) V in float32 on [B, L, heads, D] layouts."""
+    scale = q.shape[-1] ** -0.5
+    logits = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
+    out = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(dim=-1), v.float())
+    return out.to(v.dtype)
