@@ -101,9 +101,11 @@ def anchor_self_attention(
     return sdpa_attention(q, k, v)
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Plain attention on [B, L, heads, D] layouts through SDPA."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias=None) -> torch.Tensor:
+    """Plain attention on [B, L, heads, D] layouts through SDPA (optional additive bias)."""
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias
+    )
     return out.transpose(1, 2)
 
 

@@ -164,10 +164,11 @@ class CrossAttention(nn.Module):
         heads = (self.num_heads, -1)
         return self.norm_k(self.k(context)).unflatten(-1, heads), self.v(context).unflatten(-1, heads)
 
-    def forward(self, x, context_kv: tuple[torch.Tensor, torch.Tensor]):
+    def forward(self, x, context_kv: tuple[torch.Tensor, torch.Tensor], bias: Optional[torch.Tensor] = None):
+        """bias: optional additive logit bias [B, 1, 1, keys] (see guided.collapse_context)."""
         k, v = context_kv
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        return self.o(sdpa_attention(q, k, v).flatten(-2))
+        return self.o(sdpa_attention(q, k, v, bias).flatten(-2))
 
 
 class DiTBlock(nn.Module):
@@ -182,14 +183,15 @@ class DiTBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.zeros(1, 6, cfg.dim))
 
-    def forward(self, x, t_mod, context_kv, cos, sin, num_anchor: int, backend: AttentionBackend):
-        """x: float32 residual stream [B, L, dim]; t_mod: float32 [B, 6, dim]."""
+    def forward(self, x, t_mod, context_kv, cos, sin, num_anchor: int, backend: AttentionBackend,
+                context_bias: Optional[torch.Tensor] = None):
+        """x: float32 residual stream [B, L, dim]; t_mod: float32 [B or 1, 6, dim]."""
         dtype = self.modulation.dtype
         mod = self.modulation.float() + t_mod
         shift_msa, scale_msa, gate_msa, shift_ffn, scale_ffn, gate_ffn = mod.unsqueeze(2).unbind(1)
         h = layer_norm(x, self.eps) * (1 + scale_msa) + shift_msa
         x = x + gate_msa * self.self_attn(h.to(dtype), cos, sin, num_anchor, backend).float()
-        x = x + self.cross_attn(self.norm3(x).to(dtype), context_kv).float()
+        x = x + self.cross_attn(self.norm3(x).to(dtype), context_kv, context_bias).float()
         h = layer_norm(x, self.eps) * (1 + scale_ffn) + shift_ffn
         return x + gate_ffn * self.ffn(h.to(dtype)).float()
 
@@ -324,9 +326,9 @@ class SamaDiT(nn.Module):
         )
         return x, grid
 
-    def run_blocks(self, x, t_mod, context_kv, cos, sin, num_anchor: int) -> torch.Tensor:
+    def run_blocks(self, x, t_mod, context_kv, cos, sin, num_anchor: int, context_bias=None) -> torch.Tensor:
         for block, kv in zip(self.blocks, context_kv):
-            x = block(x, t_mod, kv, cos, sin, num_anchor, self.attention)
+            x = block(x, t_mod, kv, cos, sin, num_anchor, self.attention, context_bias)
         return x
 
     def predict(self, x, t, grid, num_anchor: int) -> tuple[torch.Tensor, torch.Tensor]:
