@@ -381,22 +381,11 @@ def _check_inputs(cfg: DiTConfig, latents, context, source_latents, semantic_lat
 
 def build_dit(cfg: DiTConfig, dtype=torch.float32, device="cpu", seed: Optional[int] = None) -> SamaDiT:
     """A DiT with seeded random weights (demo, tests, benchmarks without a checkpoint)."""
-    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    from .random_weights import init_random_weights
+
     with torch.device("meta"):
         model = SamaDiT(cfg)
-    for name, p in list(model.named_parameters()):
-        owner_name, _, leaf = name.rpartition(".")
-        owner = model.get_submodule(owner_name) if owner_name else model
-        noise = torch.randn(p.shape, generator=gen)
-        if isinstance(owner, (RMSNorm, nn.LayerNorm)):
-            value = 1.0 + 0.1 * noise if leaf == "weight" else 0.1 * noise
-        elif leaf == "modulation":
-            value = noise / math.sqrt(cfg.dim)
-        else:
-            fan_in = math.prod(p.shape[1:]) if p.dim() >= 2 else p.shape[0]
-            value = noise / math.sqrt(fan_in)
-        setattr(owner, leaf, nn.Parameter(value.to(device=device, dtype=dtype), requires_grad=False))
-    return model.eval()
+    return init_random_weights(model, seed=0 if seed is None else seed, dtype=dtype, device=device)
 
 
 def load_dit(
