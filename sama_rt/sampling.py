@@ -98,3 +98,19 @@ def denoise(
         if callback is not None:
             callback(i + 1, num_steps)
     return x, s
+
+
+def initial_noise(
+    seed: int, latent_shape: tuple[int, ...], num_semantic: int, semantic_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent noise and semantic-latent noise, both from one CPU generator seeded with `seed`.
+
+    The latent noise is drawn first, exactly as the release draws it (so the same seed gives
+    the same starting latents); the release draws the semantic noise from the unseeded
+    global RNG, which makes its edits irreproducible — here it comes from the same seeded
+    generator, right after.
+    """
+    gen = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn(latent_shape, generator=gen, dtype=torch.float32)
+    semantic = torch.randn((latent_shape[0], num_semantic, semantic_dim), generator=gen, dtype=torch.float32)
+    return noise, semantic

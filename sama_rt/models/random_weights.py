@@ -19,12 +19,16 @@ def _is_norm(module: nn.Module) -> bool:
 def init_random_weights(
     module: nn.Module, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"
 ) -> nn.Module:
-    """Materialise every parameter of a meta-device `module` with seeded random values."""
-    gen = torch.Generator().manual_seed(seed)
+    """Materialise every parameter of a meta-device `module` with seeded random values.
+
+    Values are drawn on `device` (fast for the 14B model on a GPU), so the same seed gives
+    different weights on CPU and CUDA.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
     for name, p in list(module.named_parameters()):
         owner_name, _, leaf = name.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
-        noise = torch.randn(p.shape, generator=gen)
+        noise = torch.randn(p.shape, generator=gen, device=device)
         if _is_norm(owner):
             value = 1.0 + 0.1 * noise if leaf in ("weight", "gamma") else 0.1 * noise
         elif leaf == "modulation":

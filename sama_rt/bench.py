@@ -1,0 +1,247 @@
+"""`sama-rt bench`: time the edit path at real shapes with random weights.
+
+Warm-up first, device synchronised around every timer, per-stage and per-step times,
+achieved TFLOP/s from an analytic FLOP count, peak memory. `--compare-reference` runs the
+official per-step computation (sama_rt.reference) on the same weights and inputs in the
+same process and reports the speedup and the largest output difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from .models.dit import DiTConfig
+
+TEXT_LEN = 512
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    config: str = "tiny"
+    frames: int = 49
+    height: int = 480
+    width: int = 832
+    steps: int = 3
+    cfg_scale: float = 5.0
+    warmup: int = 1
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention: str = "auto"
+    backend: str = "torch"
+    compare_reference: bool = False
+    dit_only: bool = False
+    num_anchor: int = 65
+    prompt_tokens: int = 24  # real tokens of the positive prompt; the negative has 4
+    seed: int = 0
+
+    def __post_init__(self):
+        if (self.frames - 1) % 4:
+            raise ValueError(f"frames must be 4k+1 (e.g. 49, 81), got {self.frames}")
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"resolution must be a multiple of 16, got {self.height}x{self.width}")
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError("steps must be >= 1 and warmup >= 0")
+
+
+def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+    return (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+def dit_forward_flops(cfg: DiTConfig, grid: tuple[int, int, int], num_anchor: int = 65,
+                      text_len: int = TEXT_LEN, batch: int = 1) -> int:
+    """Multiply-adds x 2 of one DiT forward over [source | anchors | target].
+
+    grid: tokens per axis (latent frames, latent h / patch, latent w / patch). Counts the
+    dense work the released model does: linear layers, self-attention as 4*L^2*d per layer
+    (QK^T and PV), cross-attention over all `text_len` context rows, embeddings and heads.
+    """
+    d, ffn = cfg.dim, cfg.ffn_dim
+    n = grid[0] * grid[1] * grid[2]
+    L = 2 * n + num_anchor
+    patch = cfg.in_dim * grid_patch(cfg)
+    flops = 2 * (2 * n) * patch * d  # patch embedding of source and target
+    flops += 2 * num_anchor * (cfg.siglip_dim * cfg.siglip_hidden + cfg.siglip_hidden * d)
+    flops += 2 * text_len * (cfg.text_dim * d + d * d)  # text embedding
+    flops += 2 * (cfg.freq_dim * d + d * d + d * 6 * d)  # time embedding + projection
+    per_block = (
+        2 * L * 4 * d * d  # self-attention q, k, v, o
+        + 4 * L * L * d  # self-attention scores and weighted sum
+        + 2 * L * 2 * d * d + 2 * text_len * 2 * d * d  # cross-attention q, o and k, v
+        + 4 * L * text_len * d  # cross-attention scores and weighted sum
+        + 2 * L * 2 * d * ffn  # feed-forward
+    )
+    flops += cfg.num_layers * per_block
+    flops += 2 * n * d * cfg.out_dim * grid_patch(cfg)  # head on target tokens
+    flops += 2 * num_anchor * d * cfg.siglip_dim  # semantic head
+    return batch * flops
+
+
+def grid_patch(cfg: DiTConfig) -> int:
+    pf, ph, pw = cfg.patch_size
+    return pf * ph * pw
+
+
+def token_grid(cfg: DiTConfig, shape) -> tuple[int, int, int]:
+    pf, ph, pw = cfg.patch_size
+    return shape[2] // pf, shape[3] // ph, shape[4] // pw
+
+
+class _Clock:
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def _context(batch_rows: int, dim: int, real: int, gen: torch.Generator) -> torch.Tensor:
+    ctx = torch.zeros(1, batch_rows, dim)
+    ctx[:, :real] = torch.randn(1, real, dim, generator=gen)
+    return ctx
+
+
+def _time_loop(predictor, noise, semantic, sigmas, clock) -> tuple[list[float], torch.Tensor]:
+    """Euler loop like sampling.denoise, timing each step."""
+    from .sampling import NUM_TRAIN_TIMESTEPS, euler_step
+
+    x, s, times = noise, semantic, []
+    n = len(sigmas)
+    for i in range(n):
+        start = clock.now()
+        pred = predictor(x, s, sigmas[i:i + 1].to(x.device) * NUM_TRAIN_TIMESTEPS)
+        sigma_next = float(sigmas[i + 1]) if i + 1 < n else 0.0
+        x = euler_step(x, pred.latents.float(), float(sigmas[i]), sigma_next)
+        s = euler_step(s, pred.semantic.float(), float(sigmas[i]), sigma_next)
+        times.append(clock.now() - start)
+    return times, x
+
+
+def _peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "memory_kind": "cuda_max_allocated"}
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "memory_kind": "process_peak_rss"}
+
+
+@torch.no_grad()
+def run_bench(bc: BenchConfig) -> dict:
+    from .guided import GuidedPredictor
+    from .models.attention import select_attention_backend
+    from .models.dit import build_dit
+    from .reference import official_guided_step
+    from .sampling import flow_match_sigmas
+
+    if bc.backend != "torch":
+        raise ValueError(f"backend {bc.backend!r} is not benchmarked yet; use --backend torch")
+    device = torch.device(bc.device)
+    dtype = getattr(torch, bc.dtype)
+    clock = _Clock(device)
+    cfg = DiTConfig.preset(bc.config)
+    dit = build_dit(cfg, dtype=dtype, device=device, seed=bc.seed)
+    dit.with_attention(select_attention_backend(bc.attention, device))
+    gen = torch.Generator().manual_seed(bc.seed)
+    shape = latent_shape(bc.frames, bc.height, bc.width)
+    source = torch.randn(shape, generator=gen).to(device)
+    noise = torch.randn(shape, generator=gen).to(device)
+    semantic = torch.randn(1, bc.num_anchor, cfg.siglip_dim, generator=gen).to(device)
+    context = _context(TEXT_LEN, cfg.text_dim, bc.prompt_tokens, gen).to(device)
+    negative = _context(TEXT_LEN, cfg.text_dim, 4, gen).to(device)
+    sigmas = flow_match_sigmas(bc.steps)
+    grid = token_grid(cfg, shape)
+    batch = 2 if bc.cfg_scale != 1.0 else 1
+    flops = dit_forward_flops(cfg, grid, bc.num_anchor, TEXT_LEN, batch)
+    result = {"bench": asdict(bc), "device_name": _device_name(device), "sequence_length": 2 * grid[0] * grid[1] * grid[2] + bc.num_anchor,
+              "flops_per_step": flops}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    start = clock.now()
+    predictor = GuidedPredictor(dit, source, context, negative, bc.cfg_scale)
+    result["prepare_s"] = clock.now() - start
+    for _ in range(bc.warmup):
+        predictor(noise, semantic, sigmas[:1].to(device) * 1000)
+    times, ours = _time_loop(predictor, noise, semantic, sigmas, clock)
+    result["per_step_s"] = sum(times) / len(times)
+    result["step_times_s"] = times
+    result["tflops"] = flops / result["per_step_s"] / 1e12
+    result.update(_peak_memory(device))
+
+    if bc.compare_reference:
+        def reference(x, s, t):
+            return official_guided_step(dit, x, s, t, source, context, negative, bc.cfg_scale)
+
+        for _ in range(bc.warmup):
+            reference(noise, semantic, sigmas[:1].to(device) * 1000)
+        ref_times, ref_out = _time_loop(reference, noise, semantic, sigmas, clock)
+        result["reference_per_step_s"] = sum(ref_times) / len(ref_times)
+        result["speedup"] = result["reference_per_step_s"] / result["per_step_s"]
+        result["max_abs_diff"] = float((ours - ref_out).abs().max())
+        result["reference_max_abs"] = float(ref_out.abs().max())
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_result(r: dict) -> str:
+    b = r["bench"]
+    lines = [
+        f"config {b['config']}  {b['frames']} frames {b['height']}x{b['width']}  sequence {r['sequence_length']}"
+        f"  {b['device']} {b['dtype']}  ({r['device_name']})",
+        f"per step      {r['per_step_s']:.4f} s   {r['tflops']:.3f} TFLOP/s  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)",
+        f"prepare       {r['prepare_s']:.4f} s  (once per edit)",
+        f"peak memory   {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['memory_kind']})",
+    ]
+    if "reference_per_step_s" in r:
+        lines.append(f"reference     {r['reference_per_step_s']:.4f} s/step   speedup {r['speedup']:.2f}x   "
+                     f"max |diff| {r['max_abs_diff']:.3g} (outputs up to {r['reference_max_abs']:.3g})")
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="time the DiT step at real shapes with random weights")
+    p.add_argument("--config", default="tiny", choices=["tiny", "medium", "sama-14b"])
+    p.add_argument("--frames", type=int, default=49)
+    p.add_argument("--resolution", default="480x832", help="HEIGHTxWIDTH in pixels")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
+    p.add_argument("--backend", default="torch", choices=["torch"])
+    p.add_argument("--compare-reference", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from .cli import UsageError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    try:
+        h, w = (int(v) for v in args.resolution.lower().split("x"))
+        bc = BenchConfig(config=args.config, frames=args.frames, height=h, width=w, steps=args.steps,
+                         cfg_scale=args.cfg, warmup=args.warmup, device=device, dtype=dtype,
+                         attention=args.attention, backend=args.backend,
+                         compare_reference=args.compare_reference)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    result = run_bench(bc)
+    print(json.dumps(result) if args.json else format_result(result))
+    return 0

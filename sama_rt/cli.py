@@ -1,0 +1,224 @@
+"""`sama-rt` command line: arguments -> dataclass -> one library call.
+
+Exit codes: 0 ok, 2 usage error, 1 failure (one line naming the cause; the full traceback
+with --verbose).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+
+
+class UsageError(Exception):
+    """Bad arguments discovered after parsing (reported with exit code 2)."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    """'480x832' -> (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 480x832, got {text!r}") from None
+    if h < 32 or w < 32:
+        raise argparse.ArgumentTypeError(f"resolution too small: {text}")
+    return h, w
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
+# -- edit ---------------------------------------------------------------------------------
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--wan-dir", type=Path, help="Wan2.1-T2V-14B directory (shards, umT5, VAE, tokenizer)")
+    g.add_argument("--sama-checkpoint", type=Path, help="SAMA-14B .safetensors")
+    g.add_argument("--config", choices=["tiny", "medium", "sama-14b"],
+                   help="random weights at a preset size instead of a checkpoint (no meaningful edit)")
+    g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="default: bfloat16 on CUDA, float32 on CPU")
+    g.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
+    g.add_argument("--seed-weights", type=int, default=0, help="seed of the random weights (--config)")
+
+
+def build_editor(args):
+    import torch
+
+    from .editor import Editor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = _torch_dtype(dtype_name)
+    if args.config:
+        if args.wan_dir or args.sama_checkpoint:
+            raise UsageError("--config uses random weights; do not combine it with --wan-dir/--sama-checkpoint")
+        return Editor.from_config(args.config, seed=args.seed_weights, device=device, dtype=dtype,
+                                  attention=args.attention)
+    if not (args.wan_dir and args.sama_checkpoint):
+        raise UsageError("give --wan-dir and --sama-checkpoint (the released weights), or --config tiny")
+    return Editor.from_pretrained(args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype,
+                                  attention=args.attention)
+
+
+def add_edit_params(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("edit")
+    g.add_argument("--steps", type=_positive_int, default=50)
+    g.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (>= 1)")
+    g.add_argument("--shift", type=float, default=5.0)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--max-frames", type=_positive_int, default=81, help="edit at most this many source frames")
+    g.add_argument("--resolution", type=_resolution, default=(480, 832),
+                   help="HEIGHTxWIDTH; sets the pixel budget of the resolution buckets")
+    g.add_argument("--tiled-vae", action="store_true", help="tiled VAE encode/decode (less memory)")
+    g.add_argument("--crf", type=int, default=25, help="H.264 quality (lower is better)")
+
+
+def edit_params(args):
+    from .params import EditParams
+
+    h, w = args.resolution
+    try:
+        return EditParams(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
+                          max_frames=args.max_frames, pixel_budget=h * w, tiled_vae=args.tiled_vae,
+                          crf=args.crf)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+class ProgressBar:
+    """tqdm over denoising steps, with a line per other stage."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage == "denoise":
+            if self.bar is None:
+                self.bar = tqdm(total=total, desc="denoise", unit="step", file=sys.stderr)
+            self.bar.update(done - self.bar.n)
+            if done == total:
+                self.bar.close()
+                self.bar = None
+        elif stage != "done":
+            print(f"{stage} ...", file=sys.stderr)
+
+
+def cmd_edit(args) -> int:
+    from .timing import format_timings
+
+    if not args.instruction.strip():
+        raise UsageError("the instruction is empty: say what to change, e.g. \"Replace the swan with a white cat\"")
+    inp, out = Path(args.input), Path(args.output)
+    if out.resolve() == inp.resolve():
+        raise UsageError(f"the output path is the input {inp}: choose another -o")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    params = edit_params(args)
+    editor = build_editor(args)
+    result = editor.edit(inp, args.instruction, params, progress=ProgressBar(not args.quiet))
+    path = result.save(out, overwrite=args.overwrite, crf=params.crf)
+    if not args.quiet:
+        print(format_timings(result.timings), file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+# -- info / demo ----------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    from .info import collect_info, format_info
+
+    info = collect_info()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps, overwrite=True, progress=ProgressBar(not args.quiet))
+    return EXIT_OK
+
+
+# -- wiring -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sama-rt", description="Instruction-guided video editing with SAMA-14B.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("edit", help="edit a video as an instruction says")
+    p.add_argument("input", help="input video file")
+    p.add_argument("instruction", help='e.g. "Replace the swan with a white cat"')
+    p.add_argument("-o", "--output", required=True, help="output .mp4 (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or timing table")
+    add_model_arguments(p)
+    add_edit_params(p)
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("info", help="versions, devices and which backends can run here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="edit a synthesized clip with the tiny random-weight model on CPU")
+    p.add_argument("--out", type=Path, default=Path("sama-rt-demo"), help="output folder")
+    p.add_argument("--steps", type=_positive_int, default=8)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    from .bench import register as register_bench
+
+    register_bench(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UsageError as e:
+        parser.error(str(e))  # exits 2
+    except KeyboardInterrupt:
+        print("sama-rt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into exit codes
+        if args.verbose:
+            raise
+        # The message is the cause (loader errors list every bad key); no traceback.
+        print(f"sama-rt: error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""What can run here: versions, devices, and each backend's availability with the reason."""
+from __future__ import annotations
+
+import importlib
+import platform
+
+
+def _version(module: str):
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+    return getattr(mod, "__version__", "unknown"), None
+
+
+def collect_info() -> dict:
+    import torch
+
+    from . import __version__
+    from .models.attention import triton_available
+
+    info = {"sama_rt": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    cuda = torch.cuda.is_available()
+    info["cuda"] = {
+        "available": cuda,
+        "torch_cuda": torch.version.cuda,
+        "devices": [
+            {"name": torch.cuda.get_device_name(i),
+             "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+             "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+            for i in range(torch.cuda.device_count())
+        ] if cuda else [],
+    }
+    packages = {}
+    for name in ("triton", "onnx", "onnxruntime", "tensorrt", "av", "safetensors", "sentencepiece"):
+        version, error = _version(name)
+        packages[name] = {"version": version, "error": error}
+    info["packages"] = packages
+
+    ort_providers = []
+    if packages["onnxruntime"]["version"]:
+        import onnxruntime
+
+        ort_providers = onnxruntime.get_available_providers()
+    triton_ok, triton_why = triton_available()
+    trt_ok = packages["tensorrt"]["version"] is not None and cuda
+    info["backends"] = {
+        "torch": {"available": True, "why": f"torch on {'CUDA and CPU' if cuda else 'CPU'}"},
+        "onnxruntime": {
+            "available": bool(ort_providers),
+            "why": f"providers: {', '.join(ort_providers)}" if ort_providers
+            else "onnxruntime is not installed (pip install 'sama-rt[export]')",
+        },
+        "tensorrt": {
+            "available": trt_ok,
+            "why": "TensorRT and a CUDA GPU found" if trt_ok else (
+                "no CUDA GPU" if packages["tensorrt"]["version"] else
+                "TensorRT is not installed (pip install 'sama-rt[tensorrt]' on a machine with an NVIDIA GPU "
+                "that can reach NVIDIA's package index)"),
+        },
+    }
+    info["attention"] = {
+        "reference": {"available": True, "why": "plain torch, float32"},
+        "sdpa": {"available": True, "why": "torch scaled_dot_product_attention"},
+        "triton": {"available": triton_ok, "why": triton_why},
+    }
+    return info
+
+
+def format_info(info: dict) -> str:
+    lines = [f"sama-rt {info['sama_rt']}  python {info['python']}  torch {info['torch']}"]
+    cuda = info["cuda"]
+    if cuda["available"]:
+        for i, d in enumerate(cuda["devices"]):
+            lines.append(f"cuda:{i}  {d['name']}  sm_{d['capability'].replace('.', '')}  {d['memory_gib']} GiB")
+    else:
+        lines.append("cuda: not available (CPU only)")
+    lines.append("packages:")
+    for name, p in info["packages"].items():
+        lines.append(f"  {name:<14} {p['version'] or 'missing  (' + (p['error'] or '') + ')'}")
+    for group in ("backends", "attention"):
+        lines.append(f"{group}:")
+        for name, b in info[group].items():
+            mark = "yes" if b["available"] else "no "
+            lines.append(f"  {name:<12} {mark}  {b['why']}")
+    return "\n".join(lines)
