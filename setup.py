@@ -28,7 +28,8 @@ setup(
         "safetensors",
         "sentencepiece",
         "ftfy",
-        "av",
+        "av>=18",
+        "pillow",
         "tqdm",
     ],
     extras_require={
