@@ -204,7 +204,28 @@ class CausalConv3d(nn.Conv3d):
                 cache.write(x[:, :, -self.time_pad:].clone())
         if any(self.space_pad):
             x = F.pad(x, self.space_pad)
+        if x.device.type == "cpu":
+            return conv3d_as_conv2d(x, self.weight, self.bias, self.stride)
         return super().forward(x)
+
+
+def conv3d_as_conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride) -> torch.Tensor:
+    """An unpadded Conv3d written as one Conv2d per temporal tap, summed.
+
+    PyTorch's CPU build runs Conv3d through a slow reference kernel, while Conv2d uses
+    oneDNN; on the VAE this is ~5x faster and equal up to float summation order.
+    """
+    st, sh, sw = stride
+    kt = weight.shape[2]
+    b, c, t = x.shape[:3]
+    t_out = (t - kt) // st + 1
+    out = None
+    for k in range(kt):
+        frames = x[:, :, k: k + st * (t_out - 1) + 1: st]  # [B, C, T_out, H, W]
+        frames = frames.transpose(1, 2).reshape(b * t_out, c, *x.shape[3:])
+        y = F.conv2d(frames, weight[:, :, k], bias if k == 0 else None, stride=(sh, sw))
+        out = y if out is None else out + y
+    return out.reshape(b, t_out, *out.shape[1:]).transpose(1, 2)
 
 
 class RMSNorm(nn.Module):
