@@ -1,0 +1,212 @@
+"""Anchor-attention Triton kernel vs SDPA (flash backend) at SAMA's real sequence shapes.
+
+Shapes (480x832, 65 anchors, B=2, 40 heads, head_dim 128, bf16):
+  49f: F,H,W = 13,30,52 -> N = 20,280, L = 40,625
+  81f: F,H,W = 21,30,52 -> N = 32,760, L = 65,585
+
+For each shape:
+1. Correctness at the real shape on a subset of heads (batch 1): the Triton kernel and SDPA
+   flash (on explicitly rotated q/k) against a chunked float32 reference; the kernel must meet
+   the tolerance rule "error <= 2x SDPA's bf16 error + 1e-4". The fp8 variant's error is
+   reported (and held to the e4m3 bound 2**-4 * max|v|). The run stops if a check fails.
+2. Timing with triton.testing.do_bench (warm-up, median over repetitions, autotuning done
+   before timing) of: triton (native), triton fp8 (sm_89+), SDPA flash on pre-rotated q/k,
+   and RoPE + SDPA flash (what the model would run without the kernel).
+
+TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole L x L
+attention, although the kernel folds the anchors and skips their rows).
+
+CUDA only:
+    python benchmarks/attention.py [--shapes 49f,81f] [--check-heads 2] [--no-fp8] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {"49f": (13, 30, 52), "81f": (21, 30, 52)}
+NUM_ANCHOR = 65
+BATCH = 2
+HEADS = 40
+HEAD_DIM = 128
+DTYPE = torch.bfloat16
+# Tolerance rule: kernel error vs an fp32 reference <= 2x plain torch's (flash's) error in the
+# same dtype + this atol.
+ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Check:
+    shape: str
+    heads_checked: int
+    triton_err: float
+    flash_err: float
+    fp8_err: float | None
+    fp8_bound: float | None
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Timing:
+    shape: str
+    method: str
+    ms: float
+    tflops: float
+    peak_mem_gib: float
+
+
+def attention_flops(seq_len: int) -> float:
+    return 4.0 * seq_len * seq_len * HEAD_DIM * HEADS * BATCH
+
+
+def rotate(q, k, cos, sin):
+    from sama_rt.models.rope import apply_rope, sequence_rope_tables
+
+    cos_l, sin_l = sequence_rope_tables(cos, sin, NUM_ANCHOR)
+    return apply_rope(q, cos_l, sin_l), apply_rope(k, cos_l, sin_l)
+
+
+def flash(q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def reference_fp32(qr, kr, v, chunk: int = 2048):
+    """softmax(q k^T / sqrt(d)) v in float32 (no TF32), chunked over queries to bound memory."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        q, k, vf = (t.float().transpose(1, 2) for t in (qr, kr, v))  # [B, heads, L, D]
+        out = torch.empty_like(q)
+        for start in range(0, q.shape[2], chunk):
+            logits = q[:, :, start : start + chunk] @ k.transpose(-1, -2) * HEAD_DIM**-0.5
+            out[:, :, start : start + chunk] = logits.softmax(-1) @ vf
+        return out.transpose(1, 2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def make_inputs(frames, height, width, batch, heads, seed=0):
+    from sama_rt.kernels import rope_tables
+
+    num_video = frames * height * width
+    seq_len = 2 * num_video + NUM_ANCHOR
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (
+        torch.randn(batch, seq_len, heads, HEAD_DIM, device="cuda", dtype=DTYPE, generator=gen) for _ in range(3)
+    )
+    cos, sin = rope_tables(frames, height, width, HEAD_DIM, device="cuda")
+    return q, k, v, cos, sin
+
+
+def check_shape(name: str, check_heads: int, with_fp8: bool) -> Check:
+    from sama_rt.kernels import anchor_attention
+
+    q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=1, heads=check_heads, seed=1)
+    qr, kr = rotate(q, k, cos, sin)
+    ref = reference_fp32(qr, kr, v)
+    triton_err = (anchor_attention(q, k, v, cos, sin, NUM_ANCHOR).float() - ref).abs().max().item()
+    flash_err = (flash(qr, kr, v).float() - ref).abs().max().item()
+    passed = triton_err <= 2 * flash_err + ATOL
+    fp8_err = fp8_bound = None
+    if with_fp8:
+        fp8_err = (anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8").float() - ref).abs().max().item()
+        # e4m3 rounds every operand of q.k and p.v to 3 mantissa bits (relative step 2**-3).
+        fp8_bound = 2**-4 * v.abs().max().item()
+        passed = passed and fp8_err <= fp8_bound
+    return Check(name, check_heads, triton_err, flash_err, fp8_err, fp8_bound, passed)
+
+
+def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[Timing]:
+    from triton.testing import do_bench
+
+    from sama_rt.kernels import anchor_attention
+
+    q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS)
+    qr, kr = rotate(q, k, cos, sin)
+    flops = attention_flops(q.shape[1])
+    methods = {"triton": lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR)}
+    if with_fp8:
+        methods["triton fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
+    methods["sdpa flash (pre-rotated)"] = lambda: flash(qr, kr, v)
+    methods["rope + sdpa flash"] = lambda: flash(*rotate(q, k, cos, sin), v)
+    timings = []
+    for method, fn in methods.items():
+        fn()  # compile + autotune outside the timed region
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak))
+    return timings
+
+
+def print_table(checks: list[Check], timings: list[Timing]) -> None:
+    print(f"{'shape':6} {'heads':>5} {'triton err':>11} {'flash err':>11} {'fp8 err':>11} {'fp8 bound':>10}  ok")
+    for c in checks:
+        fp8 = f"{c.fp8_err:11.3e} {c.fp8_bound:10.3e}" if c.fp8_err is not None else f"{'-':>11} {'-':>10}"
+        print(f"{c.shape:6} {c.heads_checked:5d} {c.triton_err:11.3e} {c.flash_err:11.3e} {fp8}  {c.passed}")
+    print()
+    print(f"{'shape':6} {'method':26} {'ms':>9} {'TFLOP/s':>8} {'vs flash':>8} {'peak GiB':>9}")
+    baseline = {t.shape: t.ms for t in timings if t.method == "sdpa flash (pre-rotated)"}
+    for t in timings:
+        print(f"{t.shape:6} {t.method:26} {t.ms:9.2f} {t.tflops:8.1f} {baseline[t.shape] / t.ms:7.2f}x {t.peak_mem_gib:9.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default="49f,81f", help=f"comma-separated subset of {sorted(SHAPES)}")
+    parser.add_argument("--check-heads", type=int, default=2, help="heads used for the correctness check")
+    parser.add_argument("--no-fp8", action="store_true", help="skip the fp8 variant")
+    parser.add_argument("--warmup-ms", type=int, default=100)
+    parser.add_argument("--rep-ms", type=int, default=500)
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = parser.parse_args(argv)
+
+    if not torch.cuda.is_available():
+        print("benchmarks/attention.py needs a CUDA GPU (the Triton kernel and flash SDPA are GPU-only).", file=sys.stderr)
+        return 2
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shapes {unknown}; valid: {sorted(SHAPES)}")
+    with_fp8 = not args.no_fp8 and torch.cuda.get_device_capability() >= (8, 9)
+
+    checks = [check_shape(name, args.check_heads, with_fp8) for name in shapes]
+    failed = [c for c in checks if not c.passed]
+    timings = [] if failed else [t for name in shapes for t in time_shape(name, with_fp8, args.warmup_ms, args.rep_ms)]
+
+    import triton
+
+    if args.json:
+        print(json.dumps({
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "dtype": str(DTYPE), "num_anchor": NUM_ANCHOR,
+            "checks": [asdict(c) for c in checks],
+            "timings": [asdict(t) for t in timings],
+        }, indent=2))
+    else:
+        print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
+        print_table(checks, timings)
+    if failed:
+        print(f"correctness check failed for {[c.shape for c in failed]}; not timing", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""Self-attention over SAMA's [source N | anchors A | target N] sequence, with RoPE fused in.
+
+What makes this sequence special (see SAMA.md, DiT step 5): the anchor (semantic) tokens get
+the rotary frequency 0+0j, so their rotated q and k are exactly zero. Therefore
+
+* a video query sees the A anchor keys each with logit 0: together they act as ONE virtual
+  key with logit log(A) and value mean(v_anchor). The kernel's main loop runs over the 2N video
+  keys only and folds that virtual key into the online-softmax state in the epilogue. The loop
+  walks positions: each step takes the source AND target keys of BLOCK_N positions, two clean
+  tiles of contiguous rows that share one cos/sin tile;
+* an anchor query attends uniformly: its output is mean(v) over all L tokens, a reduction that
+  one extra program per (batch, head) computes.
+
+RoPE (adjacent channel pairs (2i, 2i+1), source token i and target token i share table row i)
+is applied to the q and k tiles in registers: the even and odd channels are loaded as two
+strided halves, rotated in float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two
+dots of D/2). No rotated copy of q or k is ever written to memory.
+
+Layout of this file: the Triton kernel, its launcher, the plain-torch reference
+`anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
+torch op that `anchor_attention` calls so that torch.compile / export see one opaque op.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ..models.rope import apply_rope, sequence_rope_tables
+
+
+_LOG2E = 1.4426950408889634
+# Largest finite float8 e4m3fn value: per-block scales map each block's max |x| onto it.
+FP8_E4M3_MAX = tl.constexpr(448.0)
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class AttentionPrecision(str, enum.Enum):
+    """How the two matrix products run.
+
+    NATIVE: tensor-core dots in the input dtype (fp16/bf16; fp32 inputs use exact fp32 dots),
+    fp32 accumulation. FP8: q.k and p.v in float8 e4m3 with per-block scales (per query row for
+    q, per key tile for k, per key tile and channel for v), fp32 accumulation; needs sm_89+.
+    """
+
+    NATIVE = "native"
+    FP8 = "fp8"
+
+    @classmethod
+    def parse(cls, value: "AttentionPrecision | str") -> "AttentionPrecision":
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(repr(p.value) for p in cls)
+            raise ValueError(f"unknown attention precision {value!r}; valid: {valid}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernel
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _to_e4m3(x, ROUND_IN_FP32: tl.constexpr):
+    """float32 -> float8 e4m3fn, round to nearest even, saturating at +-448."""
+    x = tl.clamp(x, -FP8_E4M3_MAX, FP8_E4M3_MAX)
+    if ROUND_IN_FP32:
+        # The CPU interpreter's float8 cast drops the carry when rounding crosses a power of
+        # two (1.97 -> 1.0). Rounding to the e4m3 grid here first makes its cast exact.
+        bits = x.to(tl.int32, bitcast=True)
+        # Normal range: keep 3 of 23 mantissa bits; the integer add carries into the exponent.
+        normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576).to(tl.float32, bitcast=True)
+        # Subnormal range (|x| < 2**-6, spacing 2**-9): adding 1.5 * 2**14 rounds to that spacing.
+        subnormal = (x + 24576.0) - 24576.0
+        x = tl.where(tl.abs(x) < 0.015625, subnormal, normal)
+    return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def _rotated_logits(
+    q_even, q_odd, q_row_scale, k_ptrs, k_mask, cos, sin,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+):
+    """Logits [BLOCK_M, BLOCK_N] of the rotated queries against one tile of keys.
+
+    k_ptrs point at the even channels of the tile, transposed ([HALF_PAD, BLOCK_N]) so both
+    dots take k without a transpose; the odd channels sit one element further.
+    """
+    k_even = tl.load(k_ptrs, mask=k_mask, other=0.0).to(tl.float32)
+    k_odd = tl.load(k_ptrs + 1, mask=k_mask, other=0.0).to(tl.float32)
+    kr_even = k_even * cos - k_odd * sin
+    kr_odd = k_even * sin + k_odd * cos
+    if FP8:
+        # One scale per key tile maps its largest |k| onto the e4m3 range.
+        k_amax = tl.maximum(tl.max(tl.max(tl.abs(kr_even), 1), 0), tl.max(tl.max(tl.abs(kr_odd), 1), 0))
+        k_scale = tl.maximum(k_amax, 1e-30) / FP8_E4M3_MAX
+        k8_even = _to_e4m3(kr_even / k_scale, FP8_ROUND_IN_FP32)
+        k8_odd = _to_e4m3(kr_odd / k_scale, FP8_ROUND_IN_FP32)
+        qk = tl.dot(q_odd, k8_odd, tl.dot(q_even, k8_even))
+        qk = qk * (q_row_scale[:, None] * k_scale)
+    else:
+        qk = tl.dot(q_even, kr_even.to(q_even.dtype), input_precision=DOT_PRECISION)
+        qk = tl.dot(q_odd, kr_odd.to(q_odd.dtype), qk, input_precision=DOT_PRECISION)
+    return qk
+
+
+@triton.jit
+def _weighted_values(
+    acc, p, v_ptrs, v_mask,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+):
+    """acc + p @ v for one tile of keys."""
+    v = tl.load(v_ptrs, mask=v_mask, other=0.0)
+    if FP8:
+        # p lies in [0, 1]: scaling it by 448 uses the whole e4m3 range. v gets one scale per
+        # channel of the tile; a per-channel scale factors out of the sum over keys.
+        v32 = v.to(tl.float32)
+        v_scale = tl.maximum(tl.max(tl.abs(v32), 0), 1e-30) / FP8_E4M3_MAX
+        v8 = _to_e4m3(v32 / v_scale[None, :], FP8_ROUND_IN_FP32)
+        p8 = _to_e4m3(p * FP8_E4M3_MAX, FP8_ROUND_IN_FP32)
+        acc += tl.dot(p8, v8) * (v_scale / FP8_E4M3_MAX)[None, :]
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _attend_positions(
+    acc, l_i, m_i,
+    q_even, q_odd, q_row_scale,
+    K, V, COS, SIN,
+    k_base, v_base, stride_kl, stride_vl,
+    start_p, num_video, num_anchor,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr, FP8: tl.constexpr, MASK_KEYS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+):
+    """One online-softmax step over the source AND target keys of BLOCK_N positions.
+
+    Source token i and target token i share RoPE position i, so one cos/sin tile serves both
+    key tiles (the tables are fp32 and would otherwise be the largest load of the loop), and
+    each tile is BLOCK_N contiguous rows: source rows start_p.., target rows N + A + start_p...
+    """
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    offs_p = start_p + tl.arange(0, BLOCK_N)
+    half = tl.arange(0, HALF_PAD)
+    dim = tl.arange(0, DIM_PAD)
+    k_mask = half[:, None] < half_dim
+    v_mask = dim[None, :] < HEAD_DIM
+    if MASK_KEYS:
+        pos_ok = offs_p < num_video
+        k_mask = k_mask & pos_ok[None, :]
+        v_mask = v_mask & pos_ok[:, None]
+    t_ptrs = offs_p[None, :] * half_dim + half[:, None]
+    cos = tl.load(COS + t_ptrs, mask=k_mask, other=0.0)
+    sin = tl.load(SIN + t_ptrs, mask=k_mask, other=0.0)
+    target_p = offs_p + num_video + num_anchor
+    k_src = K + k_base + offs_p[None, :] * stride_kl + 2 * half[:, None]
+    k_tgt = K + k_base + target_p[None, :] * stride_kl + 2 * half[:, None]
+    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_src, k_mask, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_tgt, k_mask, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    if MASK_KEYS:
+        qk_src = tl.where(pos_ok[None, :], qk_src, float("-inf"))
+        qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
+
+    # Logits are already in log2 units (softmax scale * log2(e) was folded into q).
+    m_new = tl.maximum(m_i, tl.maximum(tl.max(qk_src, 1), tl.max(qk_tgt, 1)))
+    p_src = tl.exp2(qk_src - m_new[:, None])
+    p_tgt = tl.exp2(qk_tgt - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p_src, 1) + tl.sum(p_tgt, 1)
+    acc = acc * alpha[:, None]
+    v_src = V + v_base + offs_p[:, None] * stride_vl + dim[None, :]
+    v_tgt = V + v_base + target_p[:, None] * stride_vl + dim[None, :]
+    acc = _weighted_values(acc, p_src, v_src, v_mask, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _video_queries(
+    Q, K, V, COS, SIN, OUT,
+    q_base, k_base, v_base, o_base,
+    stride_ql, stride_kl, stride_vl, stride_ol,
+    num_video, num_anchor, pid_m,
+    QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    FP8_ROUND_IN_FP32: tl.constexpr,
+):
+    """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    num_keys = 2 * num_video
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    is_source = offs_m < num_video
+    phys_m = tl.where(is_source, offs_m, offs_m + num_anchor)
+    pos_m = tl.where(is_source, offs_m, offs_m - num_video)
+    row_ok = offs_m < num_keys
+    half = tl.arange(0, HALF_PAD)
+    dim = tl.arange(0, DIM_PAD)
+
+    q_mask = row_ok[:, None] & (half[None, :] < half_dim)
+    q_ptrs = Q + q_base + phys_m[:, None] * stride_ql + 2 * half[None, :]
+    q_even = tl.load(q_ptrs, mask=q_mask, other=0.0).to(tl.float32)
+    q_odd = tl.load(q_ptrs + 1, mask=q_mask, other=0.0).to(tl.float32)
+    t_ptrs = pos_m[:, None] * half_dim + half[None, :]
+    cos = tl.load(COS + t_ptrs, mask=q_mask, other=0.0)
+    sin = tl.load(SIN + t_ptrs, mask=q_mask, other=0.0)
+    # The softmax scale (times log2(e), so the loop can use exp2) is folded into q once here
+    # instead of scaling every BLOCK_M x BLOCK_N logit tile.
+    qr_even = (q_even * cos - q_odd * sin) * QK_SCALE
+    qr_odd = (q_even * sin + q_odd * cos) * QK_SCALE
+    if FP8:
+        q_amax = tl.maximum(tl.max(tl.abs(qr_even), 1), tl.max(tl.abs(qr_odd), 1))
+        q_row_scale = tl.maximum(q_amax, 1e-30) / FP8_E4M3_MAX
+        qd_even = _to_e4m3(qr_even / q_row_scale[:, None], FP8_ROUND_IN_FP32)
+        qd_odd = _to_e4m3(qr_odd / q_row_scale[:, None], FP8_ROUND_IN_FP32)
+    else:
+        q_row_scale = tl.full([BLOCK_M], 1.0, tl.float32)
+        qd_even = qr_even.to(Q.dtype.element_ty)
+        qd_odd = qr_odd.to(Q.dtype.element_ty)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, DIM_PAD], tl.float32)
+    # The loop runs over positions: each step takes BLOCK_N source and BLOCK_N target keys.
+    # Full steps run unmasked; only the last, partial one pays for the key mask.
+    full_end = (num_video // BLOCK_N) * BLOCK_N
+    for start_p in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i = _attend_positions(
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
+            k_base, v_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, FP8_ROUND_IN_FP32,
+        )
+    if full_end < num_video:
+        acc, l_i, m_i = _attend_positions(
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
+            k_base, v_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, FP8_ROUND_IN_FP32,
+        )
+
+    # Anchor keys: each has logit exactly 0, so together they are one key of weight A and
+    # value mean(v_anchor), i.e. weight exp2(0 - m) per anchor times sum(v_anchor).
+    anchor_v_sum = tl.zeros([DIM_PAD], tl.float32)
+    for a0 in range(0, num_anchor, BLOCK_N):
+        offs_a = a0 + tl.arange(0, BLOCK_N)
+        a_mask = (offs_a[:, None] < num_anchor) & (dim[None, :] < HEAD_DIM)
+        va = tl.load(V + v_base + (num_video + offs_a)[:, None] * stride_vl + dim[None, :], mask=a_mask, other=0.0)
+        anchor_v_sum += tl.sum(va.to(tl.float32), 0)
+    has_anchor = num_anchor > 0
+    # With anchors the running max must include the anchor logit 0; without, it must not
+    # (exp2(-m) of a very negative m would overflow), hence the selects.
+    m_fold = tl.where(has_anchor, tl.maximum(m_i, 0.0), m_i)
+    anchor_weight = tl.where(has_anchor, tl.exp2(0.0 - m_fold), 0.0)
+    alpha = tl.exp2(m_i - m_fold)
+    acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_v_sum[None, :]
+    l_i = l_i * alpha + anchor_weight * num_anchor
+
+    out = acc / l_i[:, None]
+    o_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
+    tl.store(OUT + o_base + phys_m[:, None] * stride_ol + dim[None, :], out.to(OUT.dtype.element_ty), mask=o_mask)
+
+
+@triton.jit
+def _anchor_queries(
+    V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor,
+    HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Anchor queries have q = 0: uniform attention, output mean(v) over the whole sequence."""
+    seq_len = 2 * num_video + num_anchor
+    dim = tl.arange(0, DIM_PAD)
+    total = tl.zeros([DIM_PAD], tl.float32)
+    for r0 in range(0, seq_len, BLOCK_N):
+        rows = r0 + tl.arange(0, BLOCK_N)
+        mask = (rows[:, None] < seq_len) & (dim[None, :] < HEAD_DIM)
+        v = tl.load(V + v_base + rows[:, None] * stride_vl + dim[None, :], mask=mask, other=0.0)
+        total += tl.sum(v.to(tl.float32), 0)
+    mean = total / seq_len
+    for a0 in range(0, num_anchor, BLOCK_N):
+        offs_a = a0 + tl.arange(0, BLOCK_N)
+        mask = (offs_a[:, None] < num_anchor) & (dim[None, :] < HEAD_DIM)
+        tile = tl.zeros([BLOCK_N, DIM_PAD], tl.float32) + mean[None, :]
+        tl.store(
+            OUT + o_base + (num_video + offs_a)[:, None] * stride_ol + dim[None, :],
+            tile.to(OUT.dtype.element_ty), mask=mask,
+        )
+
+
+@triton.jit
+def anchor_attention_fwd(
+    Q, K, V, COS, SIN,
+    stride_qb, stride_ql, stride_qh,
+    stride_kb, stride_kl, stride_kh,
+    stride_vb, stride_vl, stride_vh,
+    stride_ob, stride_ol, stride_oh,
+    num_heads, num_video, num_anchor,
+    OUT,
+    QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
+
+    Parameters are ordered inputs, integer scalars, output (the order an ahead-of-time plugin
+    passes them in); the last dimension of every tensor must be contiguous.
+    """
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // num_heads
+    h = pid_bh % num_heads
+    # Batch offsets in int64: B * L * heads * D can pass 2**31 at the real sizes.
+    q_base = b.to(tl.int64) * stride_qb + h * stride_qh
+    k_base = b.to(tl.int64) * stride_kb + h * stride_kh
+    v_base = b.to(tl.int64) * stride_vb + h * stride_vh
+    o_base = b.to(tl.int64) * stride_ob + h * stride_oh
+    if pid_m < tl.cdiv(2 * num_video, BLOCK_M):
+        _video_queries(
+            Q, K, V, COS, SIN, OUT, q_base, k_base, v_base, o_base,
+            stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
+            QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32,
+        )
+    else:
+        _anchor_queries(V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor, HEAD_DIM, DIM_PAD, BLOCK_N)
+
+
+# Under TRITON_INTERPRET=1 triton.jit returns an interpreter object instead of a JITFunction.
+_INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
+
+
+def _config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=num_warps, num_stages=num_stages)
+
+
+# BLOCK_N counts positions: each loop step attends to BLOCK_N source + BLOCK_N target keys.
+# The lists keep configs whose main loop compiles with no (or, for one Ampere config, two)
+# register-spill instructions (SASS checked for D=128, bf16) and whose shared memory fits.
+# Hopper (228 KB shared memory, wgmma): 128-row query tiles over 8 warps (two warpgroups).
+HOPPER_CONFIGS = (
+    _config(128, 32, 8, 3),
+    _config(128, 32, 8, 4),
+    _config(128, 64, 8, 2),
+    _config(64, 32, 4, 3),
+)
+# Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
+# 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada.
+AMPERE_CONFIGS = (
+    _config(128, 16, 8, 2),
+    _config(128, 16, 8, 3),
+    _config(128, 32, 8, 2),
+)
+# The interpreter must get exactly one config (benchmarking several needs a GPU driver);
+# small tiles so that tests with tiny shapes still cross tile and source/target boundaries.
+INTERPRETER_CONFIG = _config(16, 16, 4, 1)
+_HOPPER_IDS = {id(c) for c in HOPPER_CONFIGS}
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Keep the configs made for the GPU the tensors live on (and legal for fp8 dots)."""
+    major, _ = torch.cuda.get_device_capability(named_args["Q"].device)
+    chosen = [c for c in configs if (id(c) in _HOPPER_IDS) == (major >= 9)]
+    if kwargs.get("FP8"):
+        # fp8 tensor-core dots need a reduction dimension of at least 32 (p.v reduces BLOCK_N).
+        chosen = [c for c in chosen if c.kwargs["BLOCK_N"] >= 32]
+    if not chosen:
+        raise RuntimeError(f"no anchor-attention config for compute capability {major}.x")
+    return chosen
+
+
+if _INTERPRETED:
+    _tuned_kernel = triton.autotune(configs=[INTERPRETER_CONFIG], key=["num_video", "num_anchor", "HEAD_DIM", "FP8"])(
+        anchor_attention_fwd
+    )
+else:
+    _tuned_kernel = triton.autotune(
+        configs=list(HOPPER_CONFIGS + AMPERE_CONFIGS),
+        key=["num_video", "num_anchor", "HEAD_DIM", "FP8"],
+        prune_configs_by={"early_config_prune": _prune_configs},
+    )(anchor_attention_fwd)
+
+
+def padded_dims(head_dim: int, fp8: bool) -> tuple[int, int]:
+    """(HALF_PAD, DIM_PAD): power-of-two widths of the rotated halves and of v.
+
+    Dots need power-of-two shapes and a reduction dimension >= 16 (>= 32 for fp8); channels
+    past head_dim are masked to zero, so they add nothing to either dot.
+    """
+    half_pad = max(triton.next_power_of_2(head_dim // 2), 32 if fp8 else 16)
+    dim_pad = max(triton.next_power_of_2(head_dim), 16)
+    return half_pad, dim_pad
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs get exact fp32 dots; tf32 would be ~1e-3 off and break parity tests.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def grid_size(batch: int, num_heads: int, num_video: int, num_anchor: int, block_m: int) -> tuple[int, int]:
+    """Launch grid: one program per BLOCK_M video queries, plus one for the anchor queries."""
+    return triton.cdiv(2 * num_video, block_m) + (1 if num_anchor > 0 else 0), batch * num_heads
+
+
+# --------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q, k, v, cos, sin, num_anchor: int) -> tuple[int, int, int, int, int]:
+    """Validate the contract; returns (B, L, heads, head_dim, N)."""
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v must all be [B, L, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"q, k, v must share one of {_SUPPORTED_DTYPES}; got {q.dtype}, {k.dtype}, {v.dtype}")
+    batch, seq_len, num_heads, head_dim = q.shape
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even for rotary pairs, got {head_dim}")
+    if cos.dim() != 2 or cos.shape != sin.shape or cos.shape[1] != head_dim // 2:
+        raise ValueError(f"cos/sin must be [N, head_dim/2 = {head_dim // 2}]; got {tuple(cos.shape)}, {tuple(sin.shape)}")
+    if cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        raise ValueError(f"cos/sin must be float32, got {cos.dtype}, {sin.dtype}")
+    num_video = cos.shape[0]
+    if num_anchor < 0 or seq_len != 2 * num_video + num_anchor:
+        raise ValueError(
+            f"sequence length {seq_len} != 2 * N ({num_video}) + num_anchor ({num_anchor}); "
+            "the layout is [source N | anchors A | target N]"
+        )
+    if num_video < 1:
+        raise ValueError("need at least one video token")
+    return batch, seq_len, num_heads, head_dim, num_video
+
+
+def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision) -> torch.Tensor:
+    batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
+    fp8 = precision is AttentionPrecision.FP8
+    if q.device.type == "cuda":
+        if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
+            raise ValueError("fp8 attention needs compute capability 8.9 or newer")
+    elif not _INTERPRETED:
+        raise RuntimeError(
+            f"anchor_attention runs its Triton kernel on CUDA tensors (got {q.device}); on CPU it "
+            "only runs under TRITON_INTERPRET=1. Use anchor_attention_ref for the CPU path."
+        )
+    # The kernel indexes rows with strides in int32; only batch offsets are int64.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if seq_len * t.stride(1) + num_heads * t.stride(2) >= 2**31:
+            raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
+    cos, sin = cos.contiguous(), sin.contiguous()
+    out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
+    half_pad, dim_pad = padded_dims(head_dim, fp8)
+
+    def grid(meta):
+        return grid_size(batch, num_heads, num_video, num_anchor, meta["BLOCK_M"])
+
+    # Triton launches on the current CUDA device, which need not be the tensors' device.
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+        _tuned_kernel[grid](
+            q, k, v, cos, sin,
+            q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            num_heads, num_video, num_anchor,
+            out,
+            QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
+            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), FP8_ROUND_IN_FP32=_INTERPRETED,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# torch op
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("sama_rt::anchor_attention", mutates_args=())
+def _anchor_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    num_anchor: int, scale: float, precision: str,
+) -> torch.Tensor:
+    return _launch(q, k, v, cos, sin, num_anchor, scale, AttentionPrecision.parse(precision))
+
+
+@_anchor_attention_op.register_fake
+def _anchor_attention_fake(q, k, v, cos, sin, num_anchor, scale, precision):
+    AttentionPrecision.parse(precision)
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError("q, k, v must all be [B, L, heads, head_dim] of one shape")
+    return v.new_empty(q.shape)
+
+
+def _resolve_scale(scale: float | None, head_dim: int) -> float:
+    return float(head_dim) ** -0.5 if scale is None else float(scale)
+
+
+def anchor_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_anchor: int,
+    scale: float | None = None,
+    precision: AttentionPrecision | str = AttentionPrecision.NATIVE,
+) -> torch.Tensor:
+    """Self-attention over [source N | anchors A | target N] with RoPE applied inside the kernel.
+
+    q, k, v: [B, L, heads, head_dim], L = 2N + num_anchor, q/k not yet rotated (their anchor
+    rows are ignored: anchors' rotated q/k are zero by construction). cos, sin: [N, head_dim/2]
+    float32 from `rope_tables`. Returns [B, L, heads, head_dim] in v's dtype; scale defaults
+    to head_dim ** -0.5. Always launches the Triton kernel (CUDA, or CPU under
+    TRITON_INTERPRET=1).
+    """
+    precision = AttentionPrecision.parse(precision)
+    return _anchor_attention_op(q, k, v, cos, sin, int(num_anchor), _resolve_scale(scale, q.shape[-1]), precision.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference
+# --------------------------------------------------------------------------------------------
+
+
+def anchor_attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_anchor: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Plain-torch implementation of the `anchor_attention` contract, computed in float32.
+
+    RoPE on the video rows, anchor rows of q/k zeroed (their table rows are zero), then full
+    softmax attention over the whole sequence. Returns v's dtype.
+    """
+    _check_inputs(q, k, v, cos, sin, num_anchor)
+    cos_full, sin_full = sequence_rope_tables(cos.float(), sin.float(), num_anchor)
+    qr = apply_rope(q.float(), cos_full, sin_full)
+    kr = apply_rope(k.float(), cos_full, sin_full)
+    out = F.scaled_dot_product_attention(
+        qr.transpose(1, 2), kr.transpose(1, 2), v.float().transpose(1, 2),
+        scale=_resolve_scale(scale, q.shape[-1]),
+    )
+    return out.transpose(1, 2).to(v.dtype)

@@ -1,0 +1,230 @@
+"""Anchor-attention Triton kernel vs plain torch.
+
+Runs compiled on a CUDA device, otherwise in the Triton CPU interpreter (tests/conftest.py
+sets TRITON_INTERPRET=1 before anything imports the kernels). Shapes are tiny: the
+interpreter executes every tile op in numpy.
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from sama_rt.kernels import AttentionPrecision, anchor_attention, anchor_attention_ref, rope_tables
+from sama_rt.kernels.anchor_attention import _to_e4m3
+from sama_rt.models.rope import apply_rope, sequence_rope_tables
+
+kernel_module = importlib.import_module("sama_rt.kernels.anchor_attention")
+INTERPRETED = kernel_module._INTERPRETED
+DEVICE = "cpu" if INTERPRETED else "cuda"
+
+pytestmark = pytest.mark.skipif(
+    not INTERPRETED and not torch.cuda.is_available(),
+    reason="needs a CUDA device or TRITON_INTERPRET=1 set before sama_rt.kernels is imported",
+)
+
+# Error allowed on top of "2x plain torch's error in the same dtype": fp32 has no rounding to
+# speak of in torch's path (its error is ~0), so the kernel's own fp32 summation-order error
+# (~1e-6) needs room; fp16/bf16 get half an fp16 ulp at 0.5.
+ATOL = {torch.float32: 1e-5, torch.float16: 1e-4, torch.bfloat16: 1e-4}
+
+
+def _skip_bf16_in_interpreter(dtype):
+    if dtype == torch.bfloat16 and INTERPRETED:
+        pytest.skip("the Triton interpreter's bf16 tl.dot is broken (it converts only 8-bit floats); GPU only")
+
+
+def _skip_fp8_without_support():
+    if not INTERPRETED and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("float8 e4m3 needs compute capability 8.9 or newer")
+
+
+def _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    num_video = frames * height * width
+    seq_len = 2 * num_video + num_anchor
+    q, k, v = (torch.randn(batch, seq_len, heads, head_dim, generator=gen).to(DEVICE, dtype) for _ in range(3))
+    cos, sin = rope_tables(frames, height, width, head_dim, device=DEVICE)
+    return q, k, v, cos, sin
+
+
+def _explicit_attention(q, k, v, cos, sin, num_anchor, scale=None):
+    """Attention over the WHOLE sequence (anchor keys included as real keys) with explicitly
+    rotated q/k, anchor rows zeroed by the zero table rows. Computed in q's dtype."""
+    cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
+    qr, kr = apply_rope(q, cos_l, sin_l), apply_rope(k, cos_l, sin_l)
+    out = F.scaled_dot_product_attention(qr.transpose(1, 2), kr.transpose(1, 2), v.transpose(1, 2), scale=scale)
+    return out.transpose(1, 2)
+
+
+CASES = [
+    # frames, height, width, anchors, batch, heads, head_dim, dtype
+    pytest.param(1, 3, 5, 0, 1, 2, 48, torch.float32, id="N15-A0-d48-fp32"),
+    pytest.param(1, 3, 5, 1, 2, 1, 48, torch.float16, id="N15-A1-B2-d48-fp16"),
+    pytest.param(2, 3, 3, 65, 1, 2, 128, torch.float32, id="N18-A65-d128-fp32"),
+    pytest.param(2, 3, 3, 65, 2, 1, 128, torch.float16, id="N18-A65-B2-d128-fp16"),
+    pytest.param(1, 3, 5, 65, 1, 1, 96, torch.float16, id="N15-A65-d96-fp16"),
+    pytest.param(2, 3, 3, 1, 1, 2, 128, torch.bfloat16, id="N18-A1-d128-bf16"),
+]
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)
+def test_matches_reference_and_plain_sdpa(frames, height, width, num_anchor, batch, heads, head_dim, dtype):
+    _skip_bf16_in_interpreter(dtype)
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype)
+    out = anchor_attention(q, k, v, cos, sin, num_anchor)
+    assert out.shape == q.shape and out.dtype == dtype
+
+    # fp32 oracle on the same (already rounded) inputs.
+    oracle = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor).float()
+    # Plain torch in the kernel's dtype: SDPA over all L keys with explicitly rotated q/k.
+    torch_same_dtype = _explicit_attention(q, k, v, cos, sin, num_anchor).float()
+    kernel_err = (out.float() - oracle).abs().max().item()
+    torch_err = (torch_same_dtype - oracle).abs().max().item()
+    # Tolerance rule: kernel error vs an fp32 reference <= 2x plain torch's error in the same
+    # dtype + a small atol (see ATOL).
+    assert kernel_err <= 2 * torch_err + ATOL[dtype], (kernel_err, torch_err)
+    # The reference path in the kernel's dtype must satisfy the same rule.
+    ref_err = (anchor_attention_ref(q, k, v, cos, sin, num_anchor).float() - oracle).abs().max().item()
+    assert ref_err <= 2 * torch_err + ATOL[dtype]
+
+
+def test_reference_matches_explicit_float64_softmax():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 3, 1, 2, 48, torch.float32, seed=1)
+    cos_l, sin_l = sequence_rope_tables(cos, sin, 3)
+    qr, kr = apply_rope(q, cos_l, sin_l).double(), apply_rope(k, cos_l, sin_l).double()
+    logits = torch.einsum("bqhd,bkhd->bhqk", qr, kr) * 48**-0.5
+    expected = torch.einsum("bhqk,bkhd->bqhd", logits.softmax(-1), v.double())
+    # float32 attention vs float64: a few float32 ulps.
+    torch.testing.assert_close(anchor_attention_ref(q, k, v, cos, sin, 3).double(), expected, rtol=0, atol=1e-6)
+
+
+def test_anchor_rows_of_q_and_k_are_ignored():
+    num_anchor = 5
+    q, k, v, cos, sin = _inputs(1, 3, 5, num_anchor, 1, 2, 48, torch.float16, seed=2)
+    n = cos.shape[0]
+    clean = anchor_attention(q, k, v, cos, sin, num_anchor)
+    q_bad, k_bad = q.clone(), k.clone()
+    q_bad[:, n : n + num_anchor] = 100.0
+    k_bad[:, n : n + num_anchor] = -100.0
+    # The kernel never reads those rows: bit-identical output.
+    assert torch.equal(anchor_attention(q_bad, k_bad, v, cos, sin, num_anchor), clean)
+
+
+def test_anchor_queries_output_mean_of_all_values():
+    num_anchor = 33  # more than one BLOCK_N tile of anchors in the interpreter config
+    q, k, v, cos, sin = _inputs(1, 3, 3, num_anchor, 2, 2, 48, torch.float32, seed=3)
+    n = cos.shape[0]
+    out = anchor_attention(q, k, v, cos, sin, num_anchor)
+    expected = v.mean(dim=1, keepdim=True).expand(-1, num_anchor, -1, -1)
+    # A float32 mean over 51 rows: summation order only.
+    torch.testing.assert_close(out[:, n : n + num_anchor], expected, rtol=0, atol=1e-6)
+
+
+def test_explicit_scale():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 4, 1, 1, 48, torch.float32, seed=4)
+    out = anchor_attention(q, k, v, cos, sin, 4, scale=0.3)
+    expected = anchor_attention_ref(q, k, v, cos, sin, 4, scale=0.3)
+    assert not torch.allclose(expected, anchor_attention_ref(q, k, v, cos, sin, 4), atol=1e-3)
+    # fp32 kernel vs fp32 reference: summation order only.
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_strided_views_of_a_fused_qkv_tensor():
+    """q, k, v sliced out of one [B, L, 3, heads, D] projection (non-contiguous rows)."""
+    frames, height, width, num_anchor, heads, head_dim = 1, 3, 5, 2, 2, 48
+    seq_len = 2 * frames * height * width + num_anchor
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(1, seq_len, 3, heads, head_dim, generator=gen).to(DEVICE, torch.float16)
+    q, k, v = qkv.unbind(2)
+    assert not q.is_contiguous()
+    cos, sin = rope_tables(frames, height, width, head_dim, device=DEVICE)
+    out = anchor_attention(q, k, v, cos, sin, num_anchor)
+    expected = anchor_attention(q.contiguous(), k.contiguous(), v.contiguous(), cos, sin, num_anchor)
+    assert torch.equal(out, expected)
+
+
+def test_rejects_inputs_that_break_the_contract():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 2, 1, 1, 48, torch.float32)
+    with pytest.raises(ValueError, match="2 \\* N"):
+        anchor_attention(q, k, v, cos, sin, 3)
+    with pytest.raises(ValueError, match="cos/sin"):
+        anchor_attention(q, k, v, cos[:, :8], sin[:, :8], 2)
+    with pytest.raises(ValueError, match="valid: 'native', 'fp8'"):
+        anchor_attention(q, k, v, cos, sin, 2, precision="int4")
+    with pytest.raises(ValueError, match="share one of"):
+        anchor_attention(q, k.half(), v, cos, sin, 2)
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,head_dim", [(1, 3, 5, 1, 48), (2, 3, 3, 65, 128)])
+def test_fp8_error_within_e4m3_rounding(frames, height, width, num_anchor, head_dim):
+    _skip_fp8_without_support()
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, 1, 2, head_dim, torch.float16, seed=6)
+    oracle = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor).float()
+    out = anchor_attention(q, k, v, cos, sin, num_anchor, precision=AttentionPrecision.FP8)
+    assert out.dtype == torch.float16
+    err = (out.float() - oracle).abs().max().item()
+    # e4m3 keeps 3 mantissa bits: rounding step 2**-3, so every operand of q.k and p.v carries
+    # up to 2**-4 relative error. Each output is a weighted mean of v rows, so the result must
+    # stay within one such rounding of the largest |v| (measured: about a quarter of it).
+    assert err <= 2**-4 * v.abs().max().item(), err
+    # ... and it must really be quantized (not silently the fp16 path).
+    fp16_err = (anchor_attention(q, k, v, cos, sin, num_anchor).float() - oracle).abs().max().item()
+    assert err > 4 * fp16_err
+
+
+@triton.jit
+def _to_e4m3_roundtrip(X, Y, N: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    offs = tl.arange(0, N)
+    y = _to_e4m3(tl.load(X + offs), ROUND_IN_FP32)
+    tl.store(Y + offs, y.to(tl.float32))
+
+
+def test_fp8_cast_matches_torch_including_carries_ties_and_subnormals():
+    _skip_fp8_without_support()
+    # Values that round across a power of two (1.97 -> 2), exact ties, fp8 subnormals, and
+    # values beyond the e4m3 range (saturate to +-448).
+    special = torch.tensor([1.97, -7.99, 1.0625, 1.1875, 0.0039, -0.0107, 2.0**-10, 500.0, -1e4, 0.0, 448.0, 3.3])
+    x = torch.cat([special, torch.randn(500, generator=torch.Generator().manual_seed(7)) * 30])
+    x = torch.cat([x, torch.zeros(512 - x.numel())]).to(DEVICE)
+    y = torch.empty_like(x)
+    _to_e4m3_roundtrip[(1,)](x, y, 512, ROUND_IN_FP32=INTERPRETED)
+    expected = x.clamp(-448, 448).to(torch.float8_e4m3fn).float()
+    assert torch.equal(y, expected)
+
+
+def test_torch_op_schema_fake_and_dispatch():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 2, 48, torch.float16)
+    # opcheck: schema, fake-tensor impl vs real impl (shapes, strides, dtype), autograd
+    # registration and AOT dispatch.
+    torch.library.opcheck(torch.ops.sama_rt.anchor_attention.default, (q, k, v, cos, sin, 1, 48**-0.5, "native"))
+
+
+def test_fake_and_meta_tensors_give_shape_and_dtype():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(2, 31, 3, 48, dtype=torch.bfloat16)
+        table = torch.empty(15, 24)
+        out = anchor_attention(q, q, q, table, table, 1)
+    assert out.shape == (2, 31, 3, 48) and out.dtype == torch.bfloat16
+    meta = torch.empty(1, 40, 2, 128, dtype=torch.float16, device="meta")
+    table = torch.empty(18, 64, device="meta")
+    out = anchor_attention(meta, meta, meta, table, table, 4)
+    assert out.device.type == "meta" and out.shape == (1, 40, 2, 128) and out.dtype == torch.float16
+
+
+def test_grid_has_one_anchor_program_only_when_there_are_anchors():
+    assert kernel_module.grid_size(2, 40, 20280, 65, 128) == (317 + 1, 80)
+    assert kernel_module.grid_size(1, 2, 15, 0, 16) == (2, 2)
+
+
+def test_padded_dims_cover_supported_head_dims():
+    assert kernel_module.padded_dims(128, fp8=False) == (64, 128)
+    assert kernel_module.padded_dims(96, fp8=False) == (64, 128)
+    assert kernel_module.padded_dims(48, fp8=False) == (32, 64)
+    assert kernel_module.padded_dims(48, fp8=True) == (32, 64)
