@@ -8,6 +8,7 @@ PACKAGES = {
     "sama_rt": "sama_rt",
     "sama_rt.models": "sama_rt/models",
     "sama_rt.video": "sama_rt/video",
+    "sama_rt.parallel": "sama_rt/parallel",
     "sama_rt.kernels": "kernels",
     "sama_rt.export": "export",
     "sama_rt.engines": "engines",

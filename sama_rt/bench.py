@@ -40,6 +40,10 @@ class BenchConfig:
     num_anchor: int = 65
     prompt_tokens: int = 24  # real tokens of the positive prompt; the negative has 4
     seed: int = 0
+    ulysses: int = 1  # multi-process degrees (launch with torchrun; see docs/PARALLEL.md)
+    ring: int = 1
+    cfg_parallel: bool = False
+    parallel_timeout_s: float = 600.0
 
     def __post_init__(self):
         if (self.frames - 1) % 4:
@@ -137,6 +141,9 @@ def run_bench(bc: BenchConfig) -> dict:
     from .guided import GuidedPredictor
     from .models.attention import select_attention_backend
     from .models.dit import build_dit
+    from .parallel import ParallelConfig, setup_parallel
+    from .parallel.predictor import ParallelGuidedPredictor
+    from .parallel.runtime import launched_world_size
     from .reference import official_guided_step
     from .sampling import flow_match_sigmas
 
@@ -144,8 +151,16 @@ def run_bench(bc: BenchConfig) -> dict:
         raise ValueError(f"backend {bc.backend!r} is not benchmarked yet; use --backend torch")
     device = torch.device(bc.device)
     dtype = getattr(torch, bc.dtype)
-    clock = _Clock(device)
     cfg = DiTConfig.preset(bc.config)
+    groups = None
+    if (bc.ulysses, bc.ring, bc.cfg_parallel) != (1, 1, False) or launched_world_size() > 1:
+        # Degrees checked against the launch before the weights are built.
+        groups = setup_parallel(
+            ParallelConfig(ulysses=bc.ulysses, ring=bc.ring, cfg=bc.cfg_parallel, timeout_s=bc.parallel_timeout_s),
+            cfg.num_heads, device,
+        )
+        device = groups.device if groups is not None else device
+    clock = _Clock(device)
     dit = build_dit(cfg, dtype=dtype, device=device, seed=bc.seed)
     dit.with_attention(select_attention_backend(bc.attention, device))
     gen = torch.Generator().manual_seed(bc.seed)
@@ -164,8 +179,13 @@ def run_bench(bc: BenchConfig) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    if groups is not None:
+        result["parallel"] = groups.config.describe()
     start = clock.now()
-    predictor = GuidedPredictor(dit, source, context, negative, bc.cfg_scale)
+    if groups is not None:
+        predictor = ParallelGuidedPredictor(dit, source, context, negative, bc.cfg_scale, groups)
+    else:
+        predictor = GuidedPredictor(dit, source, context, negative, bc.cfg_scale)
     result["prepare_s"] = clock.now() - start
     for _ in range(bc.warmup):
         predictor(noise, semantic, sigmas[:1].to(device) * 1000)
@@ -206,6 +226,8 @@ def format_result(r: dict) -> str:
         f"prepare       {r['prepare_s']:.4f} s  (once per edit)",
         f"peak memory   {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['memory_kind']})",
     ]
+    if "parallel" in r:
+        lines.insert(1, f"parallel      {r['parallel']} (times of rank 0)")
     if "reference_per_step_s" in r:
         lines.append(f"reference     {r['reference_per_step_s']:.4f} s/step   speedup {r['speedup']:.2f}x   "
                      f"max |diff| {r['max_abs_diff']:.3g} (outputs up to {r['reference_max_abs']:.3g})")
@@ -213,6 +235,8 @@ def format_result(r: dict) -> str:
 
 
 def register(sub) -> None:
+    from .cli import add_parallel_arguments
+
     p = sub.add_parser("bench", help="time the DiT step at real shapes with random weights")
     p.add_argument("--config", default="tiny", choices=["tiny", "medium", "sama-14b"])
     p.add_argument("--frames", type=int, default=49)
@@ -226,11 +250,13 @@ def register(sub) -> None:
     p.add_argument("--backend", default="torch", choices=["torch"])
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_parallel_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    from .cli import UsageError
+    from .cli import UsageError, is_output_rank
+    from .parallel import ParallelConfigError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
@@ -239,9 +265,15 @@ def cmd_bench(args) -> int:
         bc = BenchConfig(config=args.config, frames=args.frames, height=h, width=w, steps=args.steps,
                          cfg_scale=args.cfg, warmup=args.warmup, device=device, dtype=dtype,
                          attention=args.attention, backend=args.backend,
-                         compare_reference=args.compare_reference)
+                         compare_reference=args.compare_reference,
+                         ulysses=args.ulysses, ring=args.ring, cfg_parallel=args.cfg_parallel,
+                         parallel_timeout_s=args.parallel_timeout)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    result = run_bench(bc)
-    print(json.dumps(result) if args.json else format_result(result))
+    try:
+        result = run_bench(bc)
+    except ParallelConfigError as e:
+        raise UsageError(str(e)) from None
+    if is_output_rank():
+        print(json.dumps(result) if args.json else format_result(result))
     return 0

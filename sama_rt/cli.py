@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -59,7 +60,50 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed-weights", type=int, default=0, help="seed of the random weights (--config)")
 
 
+def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    from .parallel.config import DEFAULT_TIMEOUT_S
+
+    g = p.add_argument_group("multi-GPU (launch with torchrun --nproc-per-node N -m sama_rt ...)")
+    g.add_argument("--ulysses", type=_positive_int, default=1, metavar="K",
+                   help="sequence-parallel degree (all-to-all over attention heads; divides the head count)")
+    g.add_argument("--ring", type=_positive_int, default=1, metavar="R",
+                   help="ring-attention degree (any head count)")
+    g.add_argument("--cfg-parallel", action="store_true",
+                   help="positive and negative guidance passes on different halves of the processes")
+    g.add_argument("--parallel-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="a rank that waits this long on another fails the run (default %(default)s)")
+
+
+def parallel_config(args):
+    """ParallelConfig of the flags, or None for a one-process run (no flags, one process)."""
+    from .parallel import ParallelConfig
+    from .parallel.runtime import launched_world_size
+
+    config = ParallelConfig(ulysses=args.ulysses, ring=args.ring, cfg=args.cfg_parallel,
+                            timeout_s=args.parallel_timeout)
+    if config.world_size == 1 and launched_world_size() == 1:
+        return None
+    return config  # a mismatch with the launch is reported before any weight loads
+
+
+def is_output_rank() -> bool:
+    """Whether this process prints results: always, except ranks > 0 of a multi-process run."""
+    from .parallel.runtime import launched_world_size
+
+    return launched_world_size() == 1 or int(os.environ.get("RANK", "0")) == 0
+
+
 def build_editor(args):
+    from .parallel import ParallelConfigError
+
+    try:
+        parallel = parallel_config(args)
+        return _build_editor(args, parallel)
+    except ParallelConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _build_editor(args, parallel):
     import torch
 
     from .editor import Editor
@@ -71,11 +115,11 @@ def build_editor(args):
         if args.wan_dir or args.sama_checkpoint:
             raise UsageError("--config uses random weights; do not combine it with --wan-dir/--sama-checkpoint")
         return Editor.from_config(args.config, seed=args.seed_weights, device=device, dtype=dtype,
-                                  attention=args.attention)
+                                  attention=args.attention, parallel=parallel)
     if not (args.wan_dir and args.sama_checkpoint):
         raise UsageError("give --wan-dir and --sama-checkpoint (the released weights), or --config tiny")
     return Editor.from_pretrained(args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype,
-                                  attention=args.attention)
+                                  attention=args.attention, parallel=parallel)
 
 
 def add_edit_params(p: argparse.ArgumentParser) -> None:
@@ -84,7 +128,15 @@ def add_edit_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (>= 1)")
     g.add_argument("--shift", type=float, default=5.0)
     g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--max-frames", type=_positive_int, default=81, help="edit at most this many source frames")
+    g.add_argument("--max-frames", type=_positive_int, default=None,
+                   help="edit at most this many source frames (default: the whole clip)")
+    g.add_argument("--window", type=_positive_int, default=81,
+                   help="frames per denoising pass (4k+1); longer clips are edited in overlapping windows")
+    g.add_argument("--overlap", type=_positive_int, default=9, help="frames shared by consecutive windows (4j+1)")
+    g.add_argument("--no-propagate-motion", dest="propagate_motion", action="store_false",
+                   help="do not pin each window's first frames to the previous window's edit")
+    g.add_argument("--no-reuse-anchor", dest="reuse_anchor", action="store_false",
+                   help="do not pin every window's semantic latents to the first window's")
     g.add_argument("--resolution", type=_resolution, default=(480, 832),
                    help="HEIGHTxWIDTH; sets the pixel budget of the resolution buckets")
     g.add_argument("--tiled-vae", action="store_true", help="tiled VAE encode/decode (less memory)")
@@ -98,7 +150,8 @@ def edit_params(args):
     try:
         return EditParams(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
                           max_frames=args.max_frames, pixel_budget=h * w, tiled_vae=args.tiled_vae,
-                          crf=args.crf)
+                          crf=args.crf, window=args.window, overlap=args.overlap,
+                          propagate_motion=args.propagate_motion, reuse_anchor=args.reuse_anchor)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -118,6 +171,7 @@ class ProgressBar:
         if stage == "denoise":
             if self.bar is None:
                 self.bar = tqdm(total=total, desc="denoise", unit="step", file=sys.stderr)
+            self.bar.total = max(self.bar.total or 0, total)
             self.bar.update(done - self.bar.n)
             if done == total:
                 self.bar.close()
@@ -138,11 +192,13 @@ def cmd_edit(args) -> int:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     params = edit_params(args)
     editor = build_editor(args)
-    result = editor.edit(inp, args.instruction, params, progress=ProgressBar(not args.quiet))
+    talk = is_output_rank()  # ranks > 0 of a torchrun launch stay silent and write nothing
+    result = editor.edit(inp, args.instruction, params, progress=ProgressBar(talk and not args.quiet))
     path = result.save(out, overwrite=args.overwrite, crf=params.crf)
-    if not args.quiet:
+    if talk and not args.quiet:
         print(format_timings(result.timings), file=sys.stderr)
-    print(path)
+    if talk:
+        print(path)
     return EXIT_OK
 
 
@@ -180,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or timing table")
     add_model_arguments(p)
+    add_parallel_arguments(p)
     add_edit_params(p)
     p.set_defaults(func=cmd_edit)
 
@@ -196,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import register as register_bench
 
     register_bench(sub)
+
+    from .engines import command as engines_command
+    from .export import command as export_command
+
+    p = sub.add_parser("export", help="export the DiT, umT5 encoder and VAE to ONNX")
+    export_command.add_arguments(p)
+    p.set_defaults(func=export_command.run)
+    p = sub.add_parser("build-engines", help="build TensorRT engines from an export (needs TensorRT + GPU)")
+    engines_command.add_arguments(p)
+    p.set_defaults(func=engines_command.run)
     return parser
 
 
@@ -205,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        return _end_process(args.func(args))
     except UsageError as e:
         parser.error(str(e))  # exits 2
     except KeyboardInterrupt:
@@ -215,9 +282,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             raise
         # The message is the cause (loader errors list every bad key); no traceback.
-        print(f"sama-rt: error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
-        return EXIT_FAILURE
+        print(f"sama-rt: error{_rank_label()}: {str(e).strip() or type(e).__name__}", file=sys.stderr)
+        return _end_process(EXIT_FAILURE)
     return EXIT_OK
+
+
+def _rank_label() -> str:
+    """' (rank R of N)' in a multi-process run: which rank failed, and why, is printed once."""
+    if "torch.distributed" not in sys.modules:
+        return ""
+    from .parallel.runtime import failure_prefix
+
+    return failure_prefix()
+
+
+def _end_process(code: int) -> int:
+    """A failing rank of a multi-process run exits at once, so its peers' collectives fail
+    fast (or the launcher ends them) instead of waiting on it."""
+    if "torch.distributed" not in sys.modules:
+        return code
+    from .parallel.runtime import finish
+
+    return finish(code)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from itertools import count
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 from .guided import GuidedPredictor
 from .models.attention import select_attention_backend
+from .parallel.config import ParallelConfig
 from .params import EditParams
-from .sampling import denoise, guided_velocity, initial_noise
+from .sampling import Pins, denoise, guided_velocity, initial_noise
 from .timing import StageTimer
-from .video.io import FALLBACK_FPS, AudioTrack, VideoError, read_video, write_video
+from .video.io import FALLBACK_FPS, AudioTrack, VideoError, probe_video, write_video
+from .video.stream import FrameReader, VideoWriter
+from .windows import iterate_windows, total_hint, window_seed
 from .video.preprocess import (
     finish_frames,
     frames_to_tensor,
@@ -49,9 +53,17 @@ class EditResult:
     timings: dict = field(default_factory=dict)
     source: Optional[Path] = None  # the input file, when the input was a file
     audio: Optional[AudioTrack] = None
+    # False on the ranks of a multi-process edit other than rank 0: they hold the same
+    # frames, and save() writes nothing there, so a script run by torchrun writes one file.
+    writer: bool = True
 
     def save(self, path, *, overwrite: bool = False, crf: int = 25) -> Path:
-        """Write H.264 at the source fps, keeping the source's audio; atomic."""
+        """Write H.264 at the source fps, keeping the source's audio; atomic.
+
+        On a rank other than 0 of a parallel edit: writes nothing, returns `path`.
+        """
+        if not self.writer:
+            return Path(path)
         timer = StageTimer()
         with timer.stage("encode"):
             out = write_video(
@@ -64,10 +76,74 @@ class EditResult:
         return out
 
 
+@dataclass(frozen=True)
+class SavedEdit:
+    """What `Editor.edit_to_file` wrote."""
+
+    path: Path
+    num_frames: int
+    fps: float
+    timings: dict
+
+
+@dataclass(frozen=True, eq=False)
+class EditedWindow:
+    """One window's edited frames; the first `new_from` repeat the previous window's."""
+
+    index: int
+    frames: np.ndarray
+    new_from: int
+
+    @property
+    def new_frames(self) -> np.ndarray:
+        return self.frames[self.new_from:]
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Frames to edit, read lazily from a file or taken from an array."""
+
+    frames: Iterable[np.ndarray]
+    fps: float
+    path: Optional[Path] = None
+    audio: Optional[AudioTrack] = None
+    num_frames: Optional[int] = None  # known or estimated, for progress only
+
+
+def open_source(video: VideoInput, max_frames: Optional[int], fps: Optional[float]) -> FrameSource:
+    if isinstance(video, (str, Path)):
+        reader = FrameReader(video, max_frames=max_frames)
+        estimate = probe_video(reader.path).num_frames
+        if max_frames is not None:
+            estimate = min(estimate, max_frames)
+        return FrameSource(reader, fps or reader.fps, reader.path, reader.audio, estimate)
+    frames = video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise VideoError(
+            f"frames must be a non-empty uint8 array [T, H, W, 3], got {frames.dtype} {list(frames.shape)}"
+        )
+    if max_frames is not None:
+        frames = frames[:max_frames]
+    return FrameSource(list(frames), float(fps or FALLBACK_FPS), num_frames=len(frames))
+
+
+def _window_progress(report: ProgressCallback, index: int, n_windows: Optional[int], steps: int) -> ProgressCallback:
+    """Denoising progress over windows x steps."""
+    total = (n_windows or index + 1) * steps
+
+    def on_step(stage: str, done: int, _total: int) -> None:
+        report(stage, index * steps + done, max(total, index * steps + done))
+
+    return on_step
+
+
 class Editor:
     """Holds the three models and runs edits. Build with `from_pretrained` or `from_config`."""
 
-    def __init__(self, dit, text_encoder, tokenizer, vae, *, attention: str = "auto", fast: bool = True):
+    def __init__(self, dit, text_encoder, tokenizer, vae, *, attention: str = "auto", fast: bool = True,
+                 parallel: Optional[ParallelConfig] = None):
+        """parallel: split each edit across the processes of a torchrun launch (see
+        docs/PARALLEL.md); every rank builds its Editor with the same config."""
         self.dit = dit
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
@@ -75,6 +151,11 @@ class Editor:
         self.fast = fast
         self.device = dit.device
         self.dit.with_attention(select_attention_backend(attention, self.device))
+        self.parallel = None  # ParallelGroups of a multi-process edit
+        if parallel is not None:
+            from .parallel import setup_parallel
+
+            self.parallel = setup_parallel(parallel, dit.config.num_heads, self.device)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -87,8 +168,13 @@ class Editor:
         *,
         tokenizer_dir=None,
         attention: str = "auto",
+        parallel: Optional[ParallelConfig] = None,
     ) -> "Editor":
-        """Load the layout users download: the Wan2.1-T2V-14B directory + the SAMA file."""
+        """Load the layout users download: the Wan2.1-T2V-14B directory + the SAMA file.
+
+        parallel: under torchrun, every rank loads the weights onto its own GPU (a bare
+        "cuda" device means cuda:LOCAL_RANK) after the degrees are checked.
+        """
         from .models.dit import load_dit
         from .models.text_encoder import load_text_encoder
         from .models.tokenizer import PromptTokenizer
@@ -108,17 +194,23 @@ class Editor:
                 "model files not found:\n  " + "\n  ".join(missing)
                 + "\nDownload Wan-AI/Wan2.1-T2V-14B (the whole directory) and the SAMA-14B checkpoint."
             )
+        if parallel is not None:
+            from .models.checkpoint import CheckpointIndex
+            from .models.dit import DiTConfig
+
+            shapes = CheckpointIndex([wan_dir, files["SAMA checkpoint"]]).shapes()  # headers only
+            device = _parallel_device(parallel, DiTConfig.from_state_dict(shapes).num_heads, device)
         # Check every file before loading the biggest one.
         tokenizer = PromptTokenizer.from_pretrained(files["umT5 tokenizer"])
         vae = load_vae(files["Wan VAE"], dtype=dtype, device=device)
         text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=device)
         dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device=device)
-        return cls(dit, text_encoder, tokenizer, vae, attention=attention)
+        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel)
 
     @classmethod
     def from_config(
         cls, name: str = "tiny", seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
-        *, attention: str = "auto",
+        *, attention: str = "auto", parallel: Optional[ParallelConfig] = None,
     ) -> "Editor":
         """Seeded random weights at a preset size: demo, tests, benchmarks. No edit meaning."""
         from .models.dit import DiTConfig, build_dit
@@ -128,6 +220,8 @@ class Editor:
         from .models.vae import VAEConfig, WanVAE
 
         dit_cfg = DiTConfig.preset(name)
+        if parallel is not None:
+            device = _parallel_device(parallel, dit_cfg.num_heads, device)
         text_cfg = TextEncoderConfig.preset("sama-14b" if name == "sama-14b" else "tiny")
         vae_cfg = VAEConfig.preset("sama-14b" if name == "sama-14b" else "tiny")
         if text_cfg.dim != dit_cfg.text_dim:
@@ -141,7 +235,7 @@ class Editor:
             vae = WanVAE(vae_cfg)
         init_random_weights(text_encoder, seed=seed + 1, dtype=dtype, device=device)
         init_random_weights(vae, seed=seed + 2, dtype=dtype, device=device)
-        return cls(dit, text_encoder, tokenizer, vae, attention=attention)
+        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel)
 
     # -- the path ----------------------------------------------------------------------
     def edit(
@@ -153,51 +247,109 @@ class Editor:
         fps: Optional[float] = None,
         progress: Optional[ProgressCallback] = None,
     ) -> EditResult:
-        """Edit `video` (a file path, or uint8 frames [T, H, W, 3]) as `instruction` says."""
+        """Edit `video` (a file path, or uint8 frames [T, H, W, 3]) as `instruction` says.
+
+        The path: decode -> encode prompts -> per window (one window unless the clip is
+        longer than `params.window`): preprocess -> VAE-encode -> denoise -> VAE-decode ->
+        postprocess -> stitch.
+        """
         params = params or EditParams()
         positive, negative = params.prompts(instruction)  # validates before any heavy work
         timer = StageTimer(self.device)
-        report = progress or (lambda stage, done, total: None)
-
         with timer.stage("decode"):
-            frames, video_fps, source, audio = self.read(video, params.max_frames, fps)
-        with timer.stage("preprocess"):
-            prepared = prepare_frames(frames, resolution_buckets(params.pixel_budget))
+            source = open_source(video, params.max_frames, fps)
         with timer.stage("text"):
             context, negative_context = self.encode_prompts(positive, negative)
-        report("vae_encode", 0, 1)
-        with timer.stage("vae_encode"):
-            source_latents = self.encode_video(prepared.frames, params)
-        noise, semantic_noise = initial_noise(
-            params.seed, tuple(source_latents.shape), params.num_semantic_tokens, self.dit.config.siglip_dim
-        )
-        with timer.stage("denoise"):
-            latents = self.denoise(noise, semantic_noise, source_latents, context, negative_context,
-                                   params, timer, report)
-        report("vae_decode", 0, 1)
-        with timer.stage("vae_decode"):
-            decoded = self.decode_latents(latents, params)
-        with timer.stage("postprocess"):
-            edited = finish_frames(prepared, tensor_to_frames(decoded))
+        chunks = [w.new_frames for w in self.edit_windows(source, context, negative_context, params, timer, progress)]
+        writer = self.parallel is None or self.parallel.is_writer
+        return EditResult(np.concatenate(chunks), source.fps, timer.as_dict(), source.path, source.audio,
+                          writer=writer)
+
+    def edit_to_file(
+        self,
+        video: VideoInput,
+        instruction: str,
+        output,
+        params: Optional[EditParams] = None,
+        *,
+        fps: Optional[float] = None,
+        overwrite: bool = False,
+        progress: Optional[ProgressCallback] = None,
+    ) -> SavedEdit:
+        """Like `edit(...).save(output)`, streaming: each window is encoded as soon as it is
+        done, so memory does not grow with the clip's length."""
+        params = params or EditParams()
+        positive, negative = params.prompts(instruction)
+        timer = StageTimer(self.device)
+        with timer.stage("decode"):
+            source = open_source(video, params.max_frames, fps)
+        with timer.stage("text"):
+            context, negative_context = self.encode_prompts(positive, negative)
+        if self.parallel is not None and not self.parallel.is_writer:
+            for _ in self.edit_windows(source, context, negative_context, params, timer, progress):
+                pass
+            return SavedEdit(Path(output), 0, source.fps, timer.as_dict())
+        inputs = [source.path] if source.path is not None else []
+        with VideoWriter(output, source.fps, audio_from=source.path if source.audio else None, crf=params.crf,
+                         overwrite=overwrite, inputs=inputs) as writer:
+            for window in self.edit_windows(source, context, negative_context, params, timer, progress):
+                with timer.stage("encode"):
+                    writer.write(window.new_frames)
+            with timer.stage("encode"):
+                path = writer.close()
+        return SavedEdit(path, writer.count, source.fps, timer.as_dict())
+
+    def edit_windows(self, source: "FrameSource", context, negative_context, params: EditParams,
+                     timer: StageTimer, progress: Optional[ProgressCallback] = None) -> Iterator["EditedWindow"]:
+        """Edited windows in order; stitching keeps each window's `new_frames`."""
+        report = progress or (lambda stage, done, total: None)
+        buckets = resolution_buckets(params.pixel_budget)
+        n_windows = total_hint(source.num_frames, params.window, params.overlap)
+        windows = iterate_windows(source.frames, params.window, params.overlap)
+        anchor, tail = None, None
+        for index in count():
+            with timer.stage("decode"):
+                frames = next(windows, None)
+            if frames is None:
+                break
+            with timer.stage("preprocess"):
+                prepared = prepare_frames(frames, buckets)
+            report("vae_encode", index, n_windows or index + 1)
+            with timer.stage("vae_encode"):
+                source_latents = self.encode_video(prepared.frames, params)
+                noise, semantic_noise = initial_noise(
+                    window_seed(params.seed, index), tuple(source_latents.shape), params.num_semantic_tokens,
+                    self.dit.config.siglip_dim,
+                )
+                pins = self.window_pins(tail, anchor, noise, semantic_noise, params)
+            with timer.stage("denoise"):
+                latents, semantic = self.denoise(
+                    noise, semantic_noise, source_latents, context, negative_context, params, timer,
+                    _window_progress(report, index, n_windows, params.steps), pins=pins,
+                )
+            report("vae_decode", index, n_windows or index + 1)
+            with timer.stage("vae_decode"):
+                decoded = self.decode_latents(latents, params)
+            with timer.stage("postprocess"):
+                edited = finish_frames(prepared, tensor_to_frames(decoded))
+            if anchor is None:
+                anchor = semantic
+            tail = edited[-params.overlap:]
+            yield EditedWindow(index, edited, 0 if index == 0 else params.overlap)
         report("done", 1, 1)
-        return EditResult(edited, video_fps, timer.as_dict(), source, audio)
+
+    def window_pins(self, tail, anchor, noise, semantic_noise, params: EditParams) -> Optional[Pins]:
+        """Pins for a window after the first: its overlap latents and the anchor."""
+        if tail is None:
+            return None
+        latents = None
+        if params.propagate_motion:
+            known = self.encode_video(tail, params)  # causal VAE: = the window's first latent frames
+            latents = (known.to(self.device), noise[:, :, : known.shape[2]].to(self.device))
+        semantic = (anchor, semantic_noise.to(self.device)) if params.reuse_anchor else None
+        return Pins(latents=latents, semantic=semantic)
 
     # -- the steps -----------------------------------------------------------------------
-    @staticmethod
-    def read(video: VideoInput, max_frames: Optional[int], fps: Optional[float]):
-        """-> (uint8 frames [T,H,W,3], fps, source path or None, audio track or None)."""
-        if isinstance(video, (str, Path)):
-            clip = read_video(video, max_frames=max_frames)
-            return clip.frames, clip.fps, clip.path, clip.audio
-        frames = video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-            raise VideoError(
-                f"frames must be a non-empty uint8 array [T, H, W, 3], got {frames.dtype} {list(frames.shape)}"
-            )
-        if max_frames is not None:
-            frames = frames[:max_frames]
-        return frames, float(fps or FALLBACK_FPS), None, None
-
     @torch.no_grad()
     def encode_prompts(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.tokenizer.count_tokens(positive)
@@ -224,10 +376,15 @@ class Editor:
 
     def denoise(self, noise, semantic_noise, source_latents, context, negative_context,
                 params: EditParams, timer: Optional[StageTimer] = None,
-                report: Optional[ProgressCallback] = None) -> torch.Tensor:
+                report: Optional[ProgressCallback] = None,
+                pins: Optional[Pins] = None) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.device
         args = [t.to(device) for t in (noise, semantic_noise, source_latents, context, negative_context)]
-        if self.fast:
+        if self.parallel is not None:
+            from .parallel.predictor import ParallelGuidedPredictor
+
+            predictor = ParallelGuidedPredictor(self.dit, args[2], args[3], args[4], params.cfg_scale, self.parallel)
+        elif self.fast:
             predictor = GuidedPredictor(self.dit, args[2], args[3], args[4], params.cfg_scale)
         else:
             def predictor(x, s, timestep):
@@ -242,8 +399,16 @@ class Editor:
             if report is not None:
                 report("denoise", i, n)
 
-        latents, _semantic = denoise(
+        return denoise(
             self.dit, *args, num_steps=params.steps, cfg_scale=params.cfg_scale, shift=params.shift,
-            callback=on_step, predictor=predictor,
+            callback=on_step, predictor=predictor, pins=pins,
         )
-        return latents
+
+
+def _parallel_device(parallel: ParallelConfig, num_heads: int, device) -> torch.device:
+    """Check the degrees against the launch and start the process group, before any weight
+    loads; -> this rank's device (a bare "cuda" becomes cuda:LOCAL_RANK)."""
+    from .parallel import setup_parallel
+
+    groups = setup_parallel(parallel, num_heads, device)
+    return groups.device if groups is not None else torch.device(device)

@@ -14,7 +14,11 @@ class EditParams:
     steps: int = 50
     cfg_scale: float = 5.0
     shift: float = 5.0
-    max_frames: Optional[int] = 81  # cap on source frames edited; None = the whole clip
+    max_frames: Optional[int] = None  # cap on source frames edited; None = the whole clip
+    window: int = 81  # frames per denoising pass (4k+1); longer clips run in windows
+    overlap: int = 9  # frames shared by consecutive windows (4j+1)
+    propagate_motion: bool = True  # pin each window's overlap to the previous window's edit
+    reuse_anchor: bool = True  # pin every window's semantic latents to the first window's
     pixel_budget: int = DEFAULT_PIXEL_BUDGET  # resolution buckets of ~this many pixels
     prompt_prefix: str = "[Video edit] "
     negative_prompt: str = "[Video edit]"
@@ -34,6 +38,10 @@ class EditParams:
             errors.append(f"shift must be > 0 (got {self.shift})")
         if self.max_frames is not None and self.max_frames < 1:
             errors.append(f"max_frames must be >= 1 or None (got {self.max_frames})")
+        if self.window < 1 or (self.window - 1) % 4:
+            errors.append(f"window must be 4k+1 frames (e.g. 49, 81), got {self.window}")
+        if self.overlap < 1 or (self.overlap - 1) % 4 or self.overlap >= self.window:
+            errors.append(f"overlap must be 4j+1 frames and less than window {self.window}, got {self.overlap}")
         if self.pixel_budget < 32 * 32:
             errors.append(f"pixel_budget must be at least 32*32 (got {self.pixel_budget})")
         if self.num_semantic_tokens < 0:

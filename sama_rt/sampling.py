@@ -34,6 +34,29 @@ def cfg_combine(positive: torch.Tensor, negative: torch.Tensor, cfg_scale: float
 
 
 @dataclass(frozen=True)
+class Pins:
+    """Known clean values the loop holds on to (long-video windows).
+
+    After every step, the first `latents[0].shape[2]` latent frames are reset to the known
+    clean latents noised to the new sigma with a fixed noise, x = (1 - s) x0 + s eps, and
+    likewise the semantic latents; at sigma 0 they equal the known values exactly.
+    """
+
+    latents: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (x0, eps) [B,16,j,H,W]
+    semantic: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (x0, eps) [B,A,1152]
+
+    def apply(self, x: torch.Tensor, s: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.latents is not None:
+            x0, eps = self.latents
+            x = x.clone()
+            x[:, :, : x0.shape[2]] = (1 - sigma) * x0 + sigma * eps
+        if self.semantic is not None:
+            s0, eps = self.semantic
+            s = (1 - sigma) * s0 + sigma * eps
+        return x, s
+
+
+@dataclass(frozen=True)
 class GuidedPrediction:
     """Velocities of one step after classifier-free guidance."""
 
@@ -74,8 +97,12 @@ def denoise(
     shift: float = 5.0,
     callback: Optional[StepCallback] = None,
     predictor=None,
+    pins: Optional[Pins] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the Euler loop; returns (latents, semantic_latents), float32.
+
+    `pins` holds known latent frames / semantic latents to their noised clean values
+    after every step (see Pins).
 
     `predictor(latents, semantic, timestep) -> GuidedPrediction` replaces the plain
     per-step model call (the fast path passes one that caches what is constant per edit).
@@ -87,6 +114,8 @@ def denoise(
 
     x = noise.float()
     s = semantic_noise.float()
+    if pins is not None:
+        x, s = pins.apply(x, s, float(sigmas[0]))
     for i in range(num_steps):
         sigma = float(sigmas[i])
         sigma_next = float(sigmas[i + 1]) if i + 1 < num_steps else 0.0
@@ -95,6 +124,8 @@ def denoise(
             pred = predictor(x, s, timestep)
         x = euler_step(x, pred.latents.float(), sigma, sigma_next)
         s = euler_step(s, pred.semantic.float(), sigma, sigma_next)
+        if pins is not None:
+            x, s = pins.apply(x, s, sigma_next)
         if callback is not None:
             callback(i + 1, num_steps)
     return x, s

@@ -88,7 +88,13 @@ def anchor_self_attention(
 
     q, k, v: [B, L, heads, head_dim], q/k not yet rotated; cos/sin: [N, head_dim/2] video tables.
     Returns [B, L, heads, head_dim] in v's dtype.
+
+    `backend` may also be a callable with this function's arguments (less `backend`): the
+    sequence-parallel attention of sama_rt.parallel, which receives one rank's rows and
+    that shard's rows of the sequence tables.
     """
+    if callable(backend):
+        return backend(q, k, v, cos, sin, num_anchor)
     if backend is AttentionBackend.TRITON:
         from ..kernels import anchor_attention
 
