@@ -2,9 +2,9 @@
 
 Exact with respect to `sampling.guided_velocity` (same math, different operation order):
 
-- CFG batched: positive and negative in one batch-2 forward; the inputs that do not depend
-  on the prompt (source tokens, semantic tokens, time modulation) are computed once and
-  broadcast.
+- CFG batched: positive and negative in one batch-2 forward; what does not depend on the
+  prompt (source tokens, semantic tokens, time modulation, and the whole self-attention of
+  the first block, which runs before any text enters) is computed once and broadcast.
 - Per edit, not per step: the text-context embedding and every block's cross-attention
   K/V, the patchified + segment-embedded source tokens, the RoPE tables.
 - Cross-attention padding collapse: the context rows past the real prompt length are all
@@ -86,9 +86,14 @@ class GuidedPredictor:
         anchors = dit.siglip_feat_mlp(semantic.to(dit.device)).float() + self.seg[SEGMENT_SEMANTIC]
         x = torch.cat([self.source_tokens, anchors, target.float() + self.seg[SEGMENT_TARGET]], dim=1)
         batch = 2 if self.guided else 1
-        x = x.expand(batch, -1, -1)
         num_anchor = semantic.shape[1]
-        x = dit.run_blocks(x, t_mod, self.context.kv, self.cos, self.sin, num_anchor, self.context.bias)
+        # Until the first cross-attention the two CFG halves are the same sequence: run the
+        # first block's self-attention once and broadcast.
+        first, rest = dit.blocks[0], dit.blocks[1:]
+        x = first.self_attention_residual(x, t_mod, self.cos, self.sin, num_anchor, dit.attention)
+        x = first.context_and_ffn_residual(x.expand(batch, -1, -1), t_mod, self.context.kv[0], self.context.bias)
+        for block, kv in zip(rest, self.context.kv[1:]):
+            x = block(x, t_mod, kv, self.cos, self.sin, num_anchor, dit.attention, self.context.bias)
         noise_pred, semantic_pred = dit.predict(x, t.expand(batch, -1), grid, num_anchor)
         if not self.guided:
             return GuidedPrediction(noise_pred, semantic_pred)

@@ -186,11 +186,22 @@ class DiTBlock(nn.Module):
     def forward(self, x, t_mod, context_kv, cos, sin, num_anchor: int, backend: AttentionBackend,
                 context_bias: Optional[torch.Tensor] = None):
         """x: float32 residual stream [B, L, dim]; t_mod: float32 [B or 1, 6, dim]."""
-        dtype = self.modulation.dtype
-        mod = self.modulation.float() + t_mod
-        shift_msa, scale_msa, gate_msa, shift_ffn, scale_ffn, gate_ffn = mod.unsqueeze(2).unbind(1)
+        x = self.self_attention_residual(x, t_mod, cos, sin, num_anchor, backend)
+        return self.context_and_ffn_residual(x, t_mod, context_kv, context_bias)
+
+    def _modulation(self, t_mod: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.modulation.float() + t_mod).unsqueeze(2).unbind(1)
+
+    def self_attention_residual(self, x, t_mod, cos, sin, num_anchor: int, backend) -> torch.Tensor:
+        """x + gate * SelfAttn(modulated LN(x)): the part of the block that sees no text."""
+        shift_msa, scale_msa, gate_msa = self._modulation(t_mod)[:3]
         h = layer_norm(x, self.eps) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self.self_attn(h.to(dtype), cos, sin, num_anchor, backend).float()
+        return x + gate_msa * self.self_attn(h.to(self.modulation.dtype), cos, sin, num_anchor, backend).float()
+
+    def context_and_ffn_residual(self, x, t_mod, context_kv, context_bias=None) -> torch.Tensor:
+        """Cross-attention to the text, then the gated feed-forward."""
+        dtype = self.modulation.dtype
+        shift_ffn, scale_ffn, gate_ffn = self._modulation(t_mod)[3:]
         x = x + self.cross_attn(self.norm3(x).to(dtype), context_kv, context_bias).float()
         h = layer_norm(x, self.eps) * (1 + scale_ffn) + shift_ffn
         return x + gate_ffn * self.ffn(h.to(dtype)).float()
