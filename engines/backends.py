@@ -16,7 +16,6 @@ tables) as inputs: `dit_graph_inputs` computes them on the host exactly as SamaD
 """
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +24,16 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from ..models.dit import DiTConfig, sinusoid_embedding
+from ..choices import Choice
 from ..models.rope import rope_tables
 
 logger = logging.getLogger(__name__)
 
 
-class Backend(str, enum.Enum):
+class Backend(Choice):
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
-
-    @classmethod
-    def parse(cls, name: "str | Backend") -> "Backend":
-        if isinstance(name, Backend):
-            return name
-        try:
-            return cls(name)
-        except ValueError:
-            valid = ", ".join(b.value for b in cls)
-            raise ValueError(f"unknown backend {name!r}; valid: {valid}, auto") from None
 
 
 @dataclass(frozen=True)
@@ -105,7 +95,7 @@ def select_backend(
         why = "no engines" if not have_engines else (trt.reason if trt else "tensorrt not probed")
         logger.info("backend: torch (tensorrt not used: %s)", why)
         return Backend.TORCH
-    backend = Backend.parse(requested)
+    backend = Backend.parse(requested, also_valid=("auto",))
     s = support.get(backend)
     if s is None or not s.available:
         raise RuntimeError(f"backend {backend.value!r} cannot run here: {s.reason if s else 'not probed'}")

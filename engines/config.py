@@ -7,28 +7,19 @@ field that changes the built engine must be part of these dataclasses and of
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping, Optional
+
+from ..choices import Choice
 
 GIB = 1 << 30
 
 
-class Precision(str, enum.Enum):
+class Precision(Choice):
     BF16 = "bf16"
     FP16 = "fp16"
     FP8 = "fp8"
     INT8 = "int8"
-
-    @classmethod
-    def parse(cls, name: "str | Precision") -> "Precision":
-        if isinstance(name, Precision):
-            return name
-        try:
-            return cls(str(name).lower())
-        except ValueError:
-            valid = ", ".join(p.value for p in cls)
-            raise ValueError(f"unknown precision {name!r}; valid: {valid}") from None
 
     @property
     def quantized(self) -> bool:

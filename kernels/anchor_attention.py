@@ -23,13 +23,13 @@ torch op that `anchor_attention` calls so that torch.compile / export see one op
 from __future__ import annotations
 
 import contextlib
-import enum
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..choices import Choice
 from ..models.rope import apply_rope, sequence_rope_tables
 
 
@@ -39,7 +39,7 @@ FP8_E4M3_MAX = tl.constexpr(448.0)
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-class AttentionPrecision(str, enum.Enum):
+class AttentionPrecision(Choice):
     """How the two matrix products run.
 
     NATIVE: tensor-core dots in the input dtype (fp16/bf16; fp32 inputs use exact fp32 dots),
@@ -49,14 +49,6 @@ class AttentionPrecision(str, enum.Enum):
 
     NATIVE = "native"
     FP8 = "fp8"
-
-    @classmethod
-    def parse(cls, value: "AttentionPrecision | str") -> "AttentionPrecision":
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"unknown attention precision {value!r}; valid: {valid}") from None
 
 
 # --------------------------------------------------------------------------------------------

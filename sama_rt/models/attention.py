@@ -12,32 +12,22 @@ that contract:
 """
 from __future__ import annotations
 
-import enum
 import logging
 import os
 
 import torch
 import torch.nn.functional as F
 
+from ..choices import Choice
 from .rope import apply_rope, sequence_rope_tables
 
 logger = logging.getLogger(__name__)
 
 
-class AttentionBackend(str, enum.Enum):
+class AttentionBackend(Choice):
     REFERENCE = "reference"
     SDPA = "sdpa"
     TRITON = "triton"
-
-    @classmethod
-    def parse(cls, name: "str | AttentionBackend") -> "AttentionBackend":
-        if isinstance(name, AttentionBackend):
-            return name
-        try:
-            return cls(name)
-        except ValueError:
-            valid = ", ".join(b.value for b in cls)
-            raise ValueError(f"unknown attention backend {name!r}; valid: {valid}, auto") from None
 
 
 def triton_available() -> tuple[bool, str]:
@@ -58,7 +48,7 @@ def select_attention_backend(requested: str, device: torch.device) -> AttentionB
     """
     device = torch.device(device)
     if requested != "auto":
-        backend = AttentionBackend.parse(requested)
+        backend = AttentionBackend.parse(requested, also_valid=("auto",))
         if backend is AttentionBackend.TRITON:
             ok, why = triton_available()
             if not ok:

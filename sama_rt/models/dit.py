@@ -134,7 +134,9 @@ class AffineLayerNorm(nn.LayerNorm):
         )
 
 
-class SelfAttention(nn.Module):
+class Projections(nn.Module):
+    """q, k, v, o projections with RMS-normed q and k: the parameters of both attentions."""
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
@@ -142,6 +144,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
+
+class SelfAttention(Projections):
     def forward(self, x, cos, sin, num_anchor: int, backend: AttentionBackend):
         heads = (self.num_heads, -1)
         q = self.norm_q(self.q(x)).unflatten(-1, heads)
@@ -151,14 +155,7 @@ class SelfAttention(nn.Module):
         return self.o(out.flatten(-2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
-
+class CrossAttention(Projections):
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the text context: constant across denoising steps."""
         heads = (self.num_heads, -1)
