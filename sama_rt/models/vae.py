@@ -204,7 +204,8 @@ class CausalConv3d(nn.Conv3d):
                 cache.write(x[:, :, -self.time_pad:].clone())
         if any(self.space_pad):
             x = F.pad(x, self.space_pad)
-        if x.device.type == "cpu":
+        # Exported graphs keep the real Conv3d (what TensorRT and onnxruntime want).
+        if x.device.type == "cpu" and not torch.compiler.is_exporting():
             return conv3d_as_conv2d(x, self.weight, self.bias, self.stride)
         return super().forward(x)
 
