@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..models.dit import SamaDiT, layer_norm
+from ..models.dit import SamaDiT
 from . import anchor_op  # noqa: F401  (registers torch.ops.sama_rt_export.anchor_attention)
 
 
@@ -20,7 +20,8 @@ class DiTForExport(nn.Module):
     """One DiT forward: (latents, source_latents, semantic_latents, context, time_sinusoid,
     rope_cos, rope_sin) -> (noise_pred, semantic_pred), float32 outputs.
 
-    The computation is `SamaDiT.forward` with two differences that change no number:
+    The computation is `SamaDiT.forward` (its blocks, unchanged) with two differences that
+    change no number:
     the time sinusoid comes in precomputed (the host computes it in float64 from the
     timestep rounded to the model dtype, as `SamaDiT.embed_time` does), and the
     self-attention is either one `AnchorAttention` node (`plugin=True`) or plain ops.
@@ -41,32 +42,16 @@ class DiTForExport(nn.Module):
         x, grid = dit.embed_sequence(latents, source_latents, semantic_latents)
         num_anchor = semantic_latents.shape[1]
         for block, kv in zip(dit.blocks, context_kv):
-            x = self._block(block, x, t_mod, kv, rope_cos, rope_sin, num_anchor)
+            x = block(x, t_mod, kv, rope_cos, rope_sin, num_anchor, self._attention)
         return dit.predict(x, t, grid, num_anchor)
 
-    def _block(self, block, x, t_mod, context_kv, cos, sin, num_anchor: int):
-        # DiTBlock.forward with the self-attention call made explicit.
-        dtype = block.modulation.dtype
-        mod = block.modulation.float() + t_mod
-        shift_msa, scale_msa, gate_msa, shift_ffn, scale_ffn, gate_ffn = mod.unsqueeze(2).unbind(1)
-        h = layer_norm(x, block.eps) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self._self_attention(block.self_attn, h.to(dtype), cos, sin, num_anchor).float()
-        x = x + block.cross_attn(block.norm3(x).to(dtype), context_kv).float()
-        h = layer_norm(x, block.eps) * (1 + scale_ffn) + shift_ffn
-        return x + gate_ffn * block.ffn(h.to(dtype)).float()
-
-    def _self_attention(self, attn, x, cos, sin, num_anchor: int):
-        heads = (attn.num_heads, -1)
-        q = attn.norm_q(attn.q(x)).unflatten(-1, heads)
-        k = attn.norm_k(attn.k(x)).unflatten(-1, heads)
-        v = attn.v(x).unflatten(-1, heads)
+    def _attention(self, q, k, v, cos, sin, num_anchor: int):
+        """The block's self-attention (attention dispatch accepts a callable backend)."""
         scale = q.shape[-1] ** -0.5
         if self.plugin:
-            out = torch.ops.sama_rt_export.anchor_attention(q, k, v, cos, sin, num_anchor, scale)
-        else:
-            # The same math, traced into standard ops (no custom node in the graph).
-            out = _plain_anchor_attention(q, k, v, cos, sin, num_anchor, scale)
-        return attn.o(out.flatten(-2))
+            return torch.ops.sama_rt_export.anchor_attention(q, k, v, cos, sin, num_anchor, scale)
+        # The same math, traced into standard ops (no custom node in the graph).
+        return _plain_anchor_attention(q, k, v, cos, sin, num_anchor, scale)
 
 
 def _plain_anchor_attention(q, k, v, cos, sin, num_anchor: int, scale: float):
