@@ -24,9 +24,10 @@ def export_dit(
     checkpoints: Optional[Sequence[Union[str, Path]]] = None,
     config: Union[DiTConfig, str, None] = None,
     seed: Optional[int] = None,
+    module: Optional[SamaDiT] = None,
 ) -> GraphRecord:
-    """Export the DiT from checkpoint files (Wan2.1 shards first, SAMA over them) or, with
-    no checkpoints, from seeded random weights of `config`.
+    """Export the DiT from checkpoint files (Wan2.1 shards first, SAMA over them), from an
+    in-memory `module`, or, with neither, from seeded random weights of `config`.
 
     The model is traced on the meta device whatever the source, so the 14B export holds
     no weights in memory; the weights are streamed into the external data afterwards.
@@ -35,7 +36,10 @@ def export_dit(
     """
     if isinstance(config, str):
         config = DiTConfig.preset(config)
-    if checkpoints:
+    if module is not None:
+        index, config = None, module.config
+        weights = ModuleWeights(module, "in-memory model")
+    elif checkpoints:
         index = CheckpointIndex(list(checkpoints))
         config = config or DiTConfig.from_state_dict(index.shapes())
         weights = CheckpointWeights(index)

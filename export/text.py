@@ -24,12 +24,16 @@ def export_text_encoder(
     checkpoint: Optional[Union[str, Path]] = None,
     config: Union[TextEncoderConfig, str, None] = None,
     seed: Optional[int] = None,
+    module: Optional[UMT5Encoder] = None,
 ) -> GraphRecord:
     """Export umT5 from its state dict (`models_t5_umt5-xxl-enc-bf16.pth`, memory-mapped)
     or, without one, from seeded random weights of `config`. Traced on the meta device."""
     if isinstance(config, str):
         config = TextEncoderConfig.preset(config)
-    if checkpoint is not None:
+    if module is not None:
+        index, config = None, module.config
+        weights = ModuleWeights(module, "in-memory model")
+    elif checkpoint is not None:
         index = CheckpointIndex(checkpoint)
         config = config or TextEncoderConfig.from_state_dict(index.shapes())
         weights = CheckpointWeights(index)

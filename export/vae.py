@@ -33,13 +33,17 @@ def export_vae(
     config: Union[VAEConfig, str, None] = None,
     seed: Optional[int] = None,
     steps=VAE_STEPS,
+    module: Optional[WanVAE] = None,
 ) -> list[GraphRecord]:
     """Export the VAE chunk steps (all four by default) from `Wan2.1_VAE.pth` or random weights.
 
     The VAE is small (~0.5 GB), so it is traced with its weights in memory: its latent
     statistics are constants built inside the forward, which the meta device cannot hold.
     """
-    if checkpoint is not None:
+    if module is not None:
+        vae = module.to(options.torch_dtype)
+        origin = {"origin": "in-memory model"}
+    elif checkpoint is not None:
         vae = load_vae(checkpoint, config=config, dtype=options.torch_dtype)
         origin = {"files": [{"path": str(checkpoint), "bytes": Path(checkpoint).stat().st_size}]}
     else:

@@ -57,6 +57,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default: bfloat16 on CUDA, float32 on CPU")
     g.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
+    g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
+                   help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
+    g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")
+    g.add_argument("--engine-dir", type=Path, help="engines from `sama-rt build-engines` (--backend tensorrt)")
     g.add_argument("--seed-weights", type=int, default=0, help="seed of the random weights (--config)")
 
 
@@ -111,15 +115,29 @@ def _build_editor(args, parallel):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     dtype = _torch_dtype(dtype_name)
+    backend = args.backend
+    if backend == "auto":
+        backend = "tensorrt" if args.engine_dir else "onnxruntime" if args.onnx_dir else "torch"
     if args.config:
         if args.wan_dir or args.sama_checkpoint:
             raise UsageError("--config uses random weights; do not combine it with --wan-dir/--sama-checkpoint")
+        if backend == "tensorrt":
+            raise UsageError("--backend tensorrt needs engines built from real weights (--engine-dir with "
+                             "--wan-dir/--sama-checkpoint), not --config")
         return Editor.from_config(args.config, seed=args.seed_weights, device=device, dtype=dtype,
-                                  attention=args.attention, parallel=parallel)
+                                  attention=args.attention, parallel=parallel, backend=backend,
+                                  onnx_dir=args.onnx_dir)
     if not (args.wan_dir and args.sama_checkpoint):
         raise UsageError("give --wan-dir and --sama-checkpoint (the released weights), or --config tiny")
+    if backend == "tensorrt":
+        if not args.engine_dir:
+            raise UsageError("--backend tensorrt needs --engine-dir (from `sama-rt build-engines`)")
+        return Editor.from_engines(args.engine_dir, args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype)
+    if backend == "onnxruntime" and not args.onnx_dir:
+        raise UsageError("--backend onnxruntime needs --onnx-dir (from `sama-rt export`)")
     return Editor.from_pretrained(args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype,
-                                  attention=args.attention, parallel=parallel)
+                                  attention=args.attention, parallel=parallel, backend=backend,
+                                  onnx_dir=args.onnx_dir)
 
 
 def add_edit_params(p: argparse.ArgumentParser) -> None:

@@ -141,16 +141,31 @@ class Editor:
     """Holds the three models and runs edits. Build with `from_pretrained` or `from_config`."""
 
     def __init__(self, dit, text_encoder, tokenizer, vae, *, attention: str = "auto", fast: bool = True,
-                 parallel: Optional[ParallelConfig] = None):
-        """parallel: split each edit across the processes of a torchrun launch (see
+                 parallel: Optional[ParallelConfig] = None, backend: str = "torch", onnx_dir=None):
+        """dit / text_encoder / vae: the torch modules (the DiT also supplies the config).
+        backend: "torch", "onnxruntime" (runs the graphs exported to `onnx_dir`) or "auto";
+        TensorRT engines come through `from_engines`.
+        parallel: split each edit across the processes of a torchrun launch (see
         docs/PARALLEL.md); every rank builds its Editor with the same config."""
+        from .engines.backends import Backend, probe_backends, select_backend
+
+        self.backend = select_backend(backend, probe_backends(), have_engines=False, have_onnx=onnx_dir is not None)
         self.dit = dit
+        self.dit_runner = dit  # what denoising calls: the module, or a graph / engine runner
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.vae = vae
         self.fast = fast
         self.device = dit.device
         self.dit.with_attention(select_attention_backend(attention, self.device))
+        if self.backend is Backend.ONNXRUNTIME:
+            from .runners import onnxruntime_runners
+
+            runners = onnxruntime_runners(onnx_dir, dit.config)
+            self.dit_runner, self.text_encoder, self.vae = runners.dit, runners.text_encoder, runners.vae
+            self.device = torch.device("cpu")
+            if parallel is not None:
+                raise ValueError("parallel editing runs on the torch backend only")
         self.parallel = None  # ParallelGroups of a multi-process edit
         if parallel is not None:
             from .parallel import setup_parallel
@@ -169,6 +184,8 @@ class Editor:
         tokenizer_dir=None,
         attention: str = "auto",
         parallel: Optional[ParallelConfig] = None,
+        backend: str = "torch",
+        onnx_dir=None,
     ) -> "Editor":
         """Load the layout users download: the Wan2.1-T2V-14B directory + the SAMA file.
 
@@ -205,14 +222,61 @@ class Editor:
         vae = load_vae(files["Wan VAE"], dtype=dtype, device=device)
         text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=device)
         dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device=device)
-        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel)
+        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
+                   backend=backend, onnx_dir=onnx_dir)
+
+    @classmethod
+    def from_engines(
+        cls, engine_dir, wan_dir, sama_checkpoint, *, device="cuda", dtype: torch.dtype = torch.bfloat16,
+        tokenizer_dir=None,
+    ) -> "Editor":
+        """TensorRT engines from `sama-rt build-engines` run the DiT and the text encoder; the
+        VAE runs in torch. Weight-stripped engines are refitted from the checkpoints, so the
+        released files are still needed. Refused, saying what to install, where TensorRT or a
+        GPU is missing."""
+        from .engines.tensorrt_adapter import tensorrt_status
+
+        ok, why = tensorrt_status()
+        if not ok:
+            raise RuntimeError(f"the TensorRT backend cannot run here: {why}")
+        editor = cls.from_pretrained(wan_dir, sama_checkpoint, device=device, dtype=dtype,
+                                     tokenizer_dir=tokenizer_dir)
+        editor._attach_engines(Path(engine_dir))
+        return editor
+
+    def _attach_engines(self, engine_dir: Path) -> None:
+        import tensorrt as trt
+
+        from .engines.artifact import load_artifact
+        from .engines.backends import Backend, TensorRTDiT, TensorRTTextEncoder
+        from .engines.tensorrt_adapter import EngineRunner, SharedWorkspace
+        from .export.wrappers import DiTForExport, TextEncoderForExport
+        from .runners import _TextOnDevice
+
+        capability = torch.cuda.get_device_capability(self.device)
+        workspace, stream = SharedWorkspace(), torch.cuda.Stream(self.device)
+
+        def runner(name: str, module, prefix: str) -> EngineRunner:
+            # Stale engines (other TensorRT, GPU or weights) are refused with the rebuild command.
+            artifact = load_artifact(engine_dir, name, trt.__version__, capability)
+            weights = {prefix + key: value for key, value in module.state_dict().items()}  # initializer names
+            return EngineRunner(artifact.read_plan_bytes(), workspace, stream, refit_weights=weights)
+
+        self.dit_runner = TensorRTDiT(runner("dit", self.dit, DiTForExport.weight_prefix), self.dit.config)
+        text = runner("text_encoder", self.text_encoder, TextEncoderForExport.weight_prefix)
+        self.text_encoder = _TextOnDevice(TensorRTTextEncoder(text), self.device)
+        self.backend = Backend.TENSORRT
 
     @classmethod
     def from_config(
         cls, name: str = "tiny", seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
-        *, attention: str = "auto", parallel: Optional[ParallelConfig] = None,
+        *, attention: str = "auto", parallel: Optional[ParallelConfig] = None, backend: str = "torch",
+        onnx_dir=None,
     ) -> "Editor":
-        """Seeded random weights at a preset size: demo, tests, benchmarks. No edit meaning."""
+        """Seeded random weights at a preset size: demo, tests, benchmarks. No edit meaning.
+
+        backend="onnxruntime" exports these models once (cached under ~/.cache/sama-rt or
+        $SAMA_RT_CACHE) and runs the graphs."""
         from .models.dit import DiTConfig, build_dit
         from .models.random_weights import init_random_weights
         from .models.text_encoder import TextEncoderConfig, UMT5Encoder
@@ -235,7 +299,12 @@ class Editor:
             vae = WanVAE(vae_cfg)
         init_random_weights(text_encoder, seed=seed + 1, dtype=dtype, device=device)
         init_random_weights(vae, seed=seed + 2, dtype=dtype, device=device)
-        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel)
+        if backend == "onnxruntime" and onnx_dir is None:
+            from .runners import export_cache_dir, export_in_memory
+
+            onnx_dir = export_in_memory(export_cache_dir(name, seed), dit, text_encoder, vae)
+        return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
+                   backend=backend, onnx_dir=onnx_dir)
 
     # -- the path ----------------------------------------------------------------------
     def edit(
@@ -380,7 +449,10 @@ class Editor:
                 pins: Optional[Pins] = None) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.device
         args = [t.to(device) for t in (noise, semantic_noise, source_latents, context, negative_context)]
-        if self.parallel is not None:
+        if self.dit_runner is not self.dit:  # a graph or engine: plain CFG calls
+            def predictor(x, s, timestep):
+                return guided_velocity(self.dit_runner, x, s, timestep, args[2], args[3], args[4], params.cfg_scale)
+        elif self.parallel is not None:
             from .parallel.predictor import ParallelGuidedPredictor
 
             predictor = ParallelGuidedPredictor(self.dit, args[2], args[3], args[4], params.cfg_scale, self.parallel)

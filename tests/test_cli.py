@@ -46,6 +46,8 @@ def test_usage_errors_exit_2(clip, tmp_path):
     assert r.returncode == 2 and "--config" in r.stderr
     r = run("edit", clip, "x", "-o", tmp_path / "o.mp4")
     assert r.returncode == 2 and "--wan-dir" in r.stderr
+    r = run("edit", clip, "x", "-o", tmp_path / "o.mp4", *FAST, "--backend", "tensorrt")
+    assert r.returncode == 2 and "engine" in r.stderr
     r = run("edit", clip, "x", "-o", tmp_path / "o.mp4", "--steps", "0", *FAST[:2])
     assert r.returncode == 2
 

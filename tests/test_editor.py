@@ -134,3 +134,33 @@ def test_from_pretrained_names_missing_files(tmp_path):
         Editor.from_pretrained(tmp_path / "wan", tmp_path / "sama.safetensors", device="cpu")
     msg = str(e.value)
     assert "Wan2.1 directory" in msg and "SAMA checkpoint" in msg and "Wan2.1_VAE.pth" in msg
+
+
+def test_onnxruntime_backend_end_to_end(tmp_path, monkeypatch, clip):
+    """The exported tiny graphs (exported once into a cache) run the whole edit."""
+    monkeypatch.setenv("SAMA_RT_CACHE", str(tmp_path / "cache"))
+    graphs = Editor.from_config("tiny", seed=0, backend="onnxruntime")
+    assert graphs.backend.value == "onnxruntime"
+    torch_editor = Editor.from_config("tiny", seed=0)
+    a = graphs.edit(clip, "make it snow", FAST)
+    b = torch_editor.edit(clip, "make it snow", FAST)
+    # Same weights, graphs vs torch in float32: a ~1e-5 difference may flip a rounding.
+    assert a.frames.shape == b.frames.shape
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    assert (a.frames != b.frames).mean() < 1e-3
+    again = Editor.from_config("tiny", seed=0, backend="onnxruntime")  # cached: no second export
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
+    assert np.array_equal(again.edit(clip, "make it snow", FAST).frames, a.frames)
+
+
+def test_tensorrt_backend_refused_without_tensorrt(tmp_path):
+    pytest.importorskip("torch")
+    from sama_rt.engines.tensorrt_adapter import tensorrt_status
+
+    ok, _ = tensorrt_status()
+    if ok:
+        pytest.skip("TensorRT and a GPU are present: the refusal path does not apply")
+    with pytest.raises(RuntimeError, match="TensorRT backend cannot run here.*tensorrt"):
+        Editor.from_engines(tmp_path, tmp_path, tmp_path / "sama.safetensors", device="cpu")
+    with pytest.raises(RuntimeError, match="tensorrt"):
+        Editor.from_config("tiny", backend="tensorrt")
