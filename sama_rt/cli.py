@@ -159,6 +159,8 @@ def add_edit_params(p: argparse.ArgumentParser) -> None:
                    help="HEIGHTxWIDTH; sets the pixel budget of the resolution buckets")
     g.add_argument("--tiled-vae", action="store_true", help="tiled VAE encode/decode (less memory)")
     g.add_argument("--crf", type=int, default=25, help="H.264 quality (lower is better)")
+    g.add_argument("--dump-calibration", type=Path, default=None,
+                   help="save the DiT inputs of this edit as a calibration set for fp8/int8 engines")
 
 
 def edit_params(args):
@@ -211,12 +213,18 @@ def cmd_edit(args) -> int:
     params = edit_params(args)
     editor = build_editor(args)
     talk = is_output_rank()  # ranks > 0 of a torchrun launch stay silent and write nothing
-    result = editor.edit(inp, args.instruction, params, progress=ProgressBar(talk and not args.quiet))
-    path = result.save(out, overwrite=args.overwrite, crf=params.crf)
+    recorder = editor.record_calibration(stride=1, limit=None) if args.dump_calibration else None
+    # Streams: each window is written as soon as it is edited (non-zero ranks write nothing).
+    result = editor.edit_to_file(inp, args.instruction, out, params, overwrite=args.overwrite,
+                                 progress=ProgressBar(talk and not args.quiet))
+    if recorder is not None and talk:
+        from .engines.calibration import save_calibration_set
+
+        save_calibration_set(recorder.calibration, args.dump_calibration)
     if talk and not args.quiet:
         print(format_timings(result.timings), file=sys.stderr)
     if talk:
-        print(path)
+        print(result.path)
     return EXIT_OK
 
 

@@ -306,6 +306,22 @@ class Editor:
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
                    backend=backend, onnx_dir=onnx_dir)
 
+    def record_calibration(self, stride: int = 5, limit: Optional[int] = 64):
+        """Record the DiT inputs of the following edits (every `stride`-th call, at most
+        `limit`) as FP8/INT8 calibration data, so users calibrate on their own videos.
+
+            recorder = editor.record_calibration()
+            editor.edit("clip.mp4", "...")
+            save_calibration_set(recorder.calibration, "calib.safetensors")  # sama_rt.engines.calibration
+
+        Recording routes denoising through plain model calls (the inputs a graph sees).
+        """
+        from .engines.calibration import CalibrationRecorder
+
+        recorder = CalibrationRecorder(self.dit_runner, stride=stride, limit=limit)
+        self.dit_runner = recorder
+        return recorder
+
     # -- the path ----------------------------------------------------------------------
     def edit(
         self,

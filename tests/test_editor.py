@@ -164,3 +164,28 @@ def test_tensorrt_backend_refused_without_tensorrt(tmp_path):
         Editor.from_engines(tmp_path, tmp_path, tmp_path / "sama.safetensors", device="cpu")
     with pytest.raises(RuntimeError, match="tensorrt"):
         Editor.from_config("tiny", backend="tensorrt")
+
+
+def test_record_calibration_from_real_edits(editor, clip, tmp_path):
+    from sama_rt.engines.calibration import load_calibration_set, save_calibration_set
+
+    recorder = editor.record_calibration(stride=1, limit=None)
+    try:
+        editor.edit(clip, "make it snow", FAST)
+    finally:
+        editor.dit_runner = editor.dit
+    assert len(recorder.calibration) == FAST.steps  # one batch-2 (CFG) call per step
+    save_calibration_set(recorder.calibration, tmp_path / "calib.safetensors")
+    loaded = load_calibration_set(tmp_path / "calib.safetensors")
+    assert len(loaded) == FAST.steps
+    sample = loaded.samples[0]
+    assert sample["latents"].shape[0] == 2 and sample["context"].shape[1:] == (512, 64)
+
+
+def test_output_under_a_file_fails_cleanly(editor, clip, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = editor.edit(clip, "make it snow", FAST.replace(steps=1))
+    with pytest.raises(OSError):
+        result.save(blocker / "out.mp4")
+    assert blocker.read_text() == "x"
