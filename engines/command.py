@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--onnx-dir", required=True, type=Path, help="directory written by `sama-rt export` (manifest.json)")
+    parser.add_argument("--onnx-dir", type=Path, help="directory written by `sama-rt export` (manifest.json)")
+    parser.add_argument("--wan-dir", type=Path, help="instead of --onnx-dir: export from the weights first (into OUT/onnx)")
+    parser.add_argument("--sama-checkpoint", type=Path, help="with --wan-dir: the SAMA .safetensors")
     parser.add_argument("--out", required=True, type=Path, help="engine directory (<name>.plan + <name>.json)")
     parser.add_argument("--precision", default="bf16", choices=[p.value for p in Precision])
     parser.add_argument("--calibration", type=Path, help="calibration set (.safetensors) for fp8/int8")
@@ -162,6 +164,12 @@ def run(args) -> int:
     from .plan import make_build_plan
     from .tensorrt_adapter import build_engine, gpu_compute_capability, tensorrt_version
 
+    if args.onnx_dir is None:
+        if args.wan_dir is None or args.sama_checkpoint is None:
+            logger.error("give --onnx-dir (from `sama-rt export`), or --wan-dir and --sama-checkpoint to export first")
+            return 2
+        args.onnx_dir = export_from_weights(args.wan_dir, args.sama_checkpoint, args.out / "onnx",
+                                            args.frames, args.resolution)
     manifest = prepare_manifest(args.onnx_dir)
     cfg = build_config_from_args(args, manifest)
     if cfg.precision.quantized and ("dit" in (cfg.submodels or ("dit",))):
@@ -189,6 +197,26 @@ def run(args) -> int:
         blob = build_engine(engine, onnx_path, args.timing_cache, progress)
         write_artifact(args.out, engine, blob, command)
     return 0
+
+
+def export_from_weights(wan_dir: Path, sama_checkpoint: Path, out: Path, frames, resolution) -> Path:
+    """`sama-rt export` with its defaults (bf16, plugin attention) into `out`."""
+    from ..export.dit import export_dit
+    from ..export.manifest import write_manifest
+    from ..export.options import ExportOptions
+    from ..export.spec import ShapeBuckets
+    from ..export.text import export_text_encoder
+    from ..export.vae import export_vae
+
+    options = ExportOptions(out_dir=out, buckets=ShapeBuckets.parse(frames or "49,81", resolution or "480x832"))
+    out.mkdir(parents=True, exist_ok=True)
+    records = [export_dit(options, [wan_dir, sama_checkpoint]),
+               export_text_encoder(options, wan_dir / "models_t5_umt5-xxl-enc-bf16.pth"),
+               *export_vae(options, wan_dir / "Wan2.1_VAE.pth")]
+    for record in records:
+        record.verify()
+    write_manifest(options, records)
+    return out
 
 
 def _plugin_fingerprint() -> str:
