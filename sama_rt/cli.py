@@ -153,6 +153,7 @@ def add_edit_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overlap", type=_positive_int, default=9, help="frames shared by consecutive windows (4j+1)")
     g.add_argument("--no-propagate-motion", dest="propagate_motion", action="store_false",
                    help="do not pin each window's first frames to the previous window's edit")
+    g.add_argument("--crossfade", type=int, default=0, help="frames blended across each window seam (<= overlap)")
     g.add_argument("--no-reuse-anchor", dest="reuse_anchor", action="store_false",
                    help="do not pin every window's semantic latents to the first window's")
     g.add_argument("--resolution", type=_resolution, default=(480, 832),
@@ -171,7 +172,8 @@ def edit_params(args):
         return EditParams(seed=args.seed, steps=args.steps, cfg_scale=args.cfg, shift=args.shift,
                           max_frames=args.max_frames, pixel_budget=h * w, tiled_vae=args.tiled_vae,
                           crf=args.crf, window=args.window, overlap=args.overlap,
-                          propagate_motion=args.propagate_motion, reuse_anchor=args.reuse_anchor)
+                          propagate_motion=args.propagate_motion, reuse_anchor=args.reuse_anchor,
+                          crossfade=args.crossfade)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -23,7 +23,7 @@ from .sampling import Pins, denoise, guided_velocity, initial_noise
 from .timing import StageTimer
 from .video.io import FALLBACK_FPS, AudioTrack, VideoError, probe_video, write_video
 from .video.stream import FrameReader, VideoWriter
-from .windows import iterate_windows, total_hint, window_seed
+from .windows import iterate_windows, stitch, total_hint, window_seed
 from .video.preprocess import (
     finish_frames,
     frames_to_tensor,
@@ -345,7 +345,8 @@ class Editor:
             source = open_source(video, params.max_frames, fps)
         with timer.stage("text"):
             context, negative_context = self.encode_prompts(positive, negative)
-        chunks = [w.new_frames for w in self.edit_windows(source, context, negative_context, params, timer, progress)]
+        windows = self.edit_windows(source, context, negative_context, params, timer, progress)
+        chunks = list(stitch(windows, params.crossfade))
         writer = self.parallel is None or self.parallel.is_writer
         return EditResult(np.concatenate(chunks), source.fps, timer.as_dict(), source.path, source.audio,
                           writer=writer)
@@ -377,9 +378,10 @@ class Editor:
         inputs = [source.path] if source.path is not None else []
         with VideoWriter(output, source.fps, audio_from=source.path if source.audio else None, crf=params.crf,
                          overwrite=overwrite, inputs=inputs) as writer:
-            for window in self.edit_windows(source, context, negative_context, params, timer, progress):
+            windows = self.edit_windows(source, context, negative_context, params, timer, progress)
+            for frames in stitch(windows, params.crossfade):
                 with timer.stage("encode"):
-                    writer.write(window.new_frames)
+                    writer.write(frames)
             with timer.stage("encode"):
                 path = writer.close()
         return SavedEdit(path, writer.count, source.fps, timer.as_dict())

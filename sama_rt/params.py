@@ -19,6 +19,7 @@ class EditParams:
     overlap: int = 9  # frames shared by consecutive windows (4j+1)
     propagate_motion: bool = True  # pin each window's overlap to the previous window's edit
     reuse_anchor: bool = True  # pin every window's semantic latents to the first window's
+    crossfade: int = 0  # frames blended linearly across each window seam (<= overlap)
     pixel_budget: int = DEFAULT_PIXEL_BUDGET  # resolution buckets of ~this many pixels
     prompt_prefix: str = "[Video edit] "
     negative_prompt: str = "[Video edit]"
@@ -42,6 +43,8 @@ class EditParams:
             errors.append(f"window must be 4k+1 frames (e.g. 49, 81), got {self.window}")
         if self.overlap < 1 or (self.overlap - 1) % 4 or self.overlap >= self.window:
             errors.append(f"overlap must be 4j+1 frames and less than window {self.window}, got {self.overlap}")
+        if not 0 <= self.crossfade <= self.overlap:
+            errors.append(f"crossfade must be in 0..overlap ({self.overlap}), got {self.crossfade}")
         if self.pixel_budget < 32 * 32:
             errors.append(f"pixel_budget must be at least 32*32 (got {self.pixel_budget})")
         if self.num_semantic_tokens < 0:

@@ -53,3 +53,30 @@ def window_frame_ranges(num_frames: int, window: int, overlap: int) -> list[tupl
 
 def total_hint(num_frames: Optional[int], window: int, overlap: int) -> Optional[int]:
     return None if num_frames is None else count_windows(num_frames, window, overlap)
+
+
+def stitch(windows: Iterable, crossfade: int = 0) -> Iterator[np.ndarray]:
+    """Output frames from edited windows (`EditedWindow`s), dropping repeated overlap frames.
+
+    crossfade > 0: the last `crossfade` frames of each window are held back and blended
+    linearly with the next window's version of the same source frames (which it re-edited
+    inside its overlap), so a seam fades over `crossfade` frames instead of cutting.
+    """
+    held: Optional[np.ndarray] = None
+    for window in windows:
+        new = window.frames[window.new_from:]
+        if held is not None:
+            if crossfade:
+                again = window.frames[window.new_from - len(held): window.new_from]
+                ramp = (np.arange(1, len(held) + 1, dtype=np.float32) / (len(held) + 1))[:, None, None, None]
+                held = np.round(held * (1 - ramp) + again * ramp).astype(np.uint8)
+            yield held
+            held = None
+        keep = min(crossfade, len(new) - 1, window.new_from or crossfade) if crossfade else 0
+        if keep > 0:
+            yield new[:-keep]
+            held = new[-keep:]
+        else:
+            yield new
+    if held is not None:
+        yield held

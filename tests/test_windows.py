@@ -133,3 +133,17 @@ def test_window_params_validated():
         EditParams(window=80)
     with pytest.raises(ValueError, match="overlap"):
         EditParams(window=17, overlap=17)
+
+
+def test_crossfade_blends_the_seam(editor):
+    params = TINY.replace(window=17, overlap=9, propagate_motion=False, reuse_anchor=False, seed=3)
+    frames = synth_frames(25, (64, 32))
+    hard = editor.edit(frames, "make it snow", params, fps=24).frames
+    soft = editor.edit(frames, "make it snow", params.replace(crossfade=4), fps=24).frames
+    second = editor.edit(frames[8:25], "make it snow", params.replace(seed=window_seed(3, 1)), fps=24).frames
+    assert soft.shape == hard.shape
+    assert np.array_equal(soft[:13], hard[:13]) and np.array_equal(soft[17:], hard[17:])
+    # Frames 13..16 fade from window 0's edit to window 1's edit of the same source frames.
+    ramp = np.arange(1, 5, dtype=np.float32)[:, None, None, None] / 5
+    expected = np.round(hard[13:17] * (1 - ramp) + second[5:9] * ramp).astype(np.uint8)
+    assert np.array_equal(soft[13:17], expected)
