@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from ..models.checkpoint import CheckpointError
-from .graph import ExportError
 from .options import ATTENTION_MODES, BF16_MIN_OPSET, DEFAULT_OPSET, DTYPES, ExportOptions
 from .spec import ShapeBuckets
 
@@ -64,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         logger.error("%s", e)
         return 2
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        logger.error("sama-rt export needs the [export] extra: pip install 'sama-rt[export]'")
+        return 2
+    from .graph import ExportError
+
     try:
         records = _export(options, models, sources, args)
     except (CheckpointError, ExportError, ValueError, FileNotFoundError) as e:

@@ -16,3 +16,24 @@ def test_subpackages_never_imported_top_level():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "sama_rt.kernels"
+
+
+def test_cli_builds_without_the_export_extra():
+    """`sama-rt demo` must run on a core install: no onnx import while building the CLI."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_module(self, name, path=None): return None\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('onnx', 'onnxruntime', 'onnxscript', 'triton', 'tensorrt'):\n"
+        "            raise ImportError(f'blocked {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from sama_rt.cli import build_parser\n"
+        "p = build_parser()\n"
+        "args = p.parse_args(['export', '--random-weights', '--config', 'tiny', '--out', '/tmp/x'])\n"
+        "print(args.func(args))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "2"
+    assert "sama-rt[export]" in out.stderr
