@@ -44,6 +44,9 @@ class BenchConfig:
     ring: int = 1
     cfg_parallel: bool = False
     parallel_timeout_s: float = 600.0
+    cache_threshold: float = 0.0  # opt-in approximations, as in EditParams (0 / 1 / euler = off)
+    cfg_skip_after: float = 1.0
+    solver: str = "euler"
 
     def __post_init__(self):
         if (self.frames - 1) % 4:
@@ -52,6 +55,9 @@ class BenchConfig:
             raise ValueError(f"resolution must be a multiple of 16, got {self.height}x{self.width}")
         if self.steps < 1 or self.warmup < 0:
             raise ValueError("steps must be >= 1 and warmup >= 0")
+        from .params import EditParams
+
+        EditParams(cache_threshold=self.cache_threshold, cfg_skip_after=self.cfg_skip_after, solver=self.solver)
 
 
 def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
@@ -129,6 +135,27 @@ def _time_loop(predictor, noise, semantic, sigmas, clock) -> tuple[list[float], 
     return times, x
 
 
+def _time_solver(predictor, noise, semantic, sigmas, solver: str, clock) -> tuple[list[float], torch.Tensor]:
+    """The loop of another solver (acceleration.solve), timing each step."""
+    from .acceleration import solve
+
+    marks = [clock.now()]
+    x, _ = solve(predictor, noise, semantic, sigmas, solver, callback=lambda i, n: marks.append(clock.now()))
+    return [b - a for a, b in zip(marks, marks[1:])], x
+
+
+def _approximation_counts(predictor, bc: BenchConfig, num_layers: int) -> dict:
+    """Model calls and (block x batch row) evaluations of the timed loop."""
+    from .acceleration import model_evaluations
+
+    calls = model_evaluations(bc.solver, bc.steps)
+    stats = getattr(predictor, "stats", None)
+    batch = 2 if bc.cfg_scale != 1.0 else 1
+    return {"dit_calls": calls,
+            "block_evaluations": stats.block_evaluations if stats is not None else calls * num_layers * batch,
+            "cached_calls": stats.cached_calls if stats is not None else 0}
+
+
 def _peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "memory_kind": "cuda_max_allocated"}
@@ -162,7 +189,7 @@ def run_bench(bc: BenchConfig) -> dict:
         device = groups.device if groups is not None else device
     clock = _Clock(device)
     dit = build_dit(cfg, dtype=dtype, device=device, seed=bc.seed)
-    dit.with_attention(select_attention_backend(bc.attention, device))
+    dit.with_attention(select_attention_backend(bc.attention, device, cfg.head_dim, dtype))
     gen = torch.Generator().manual_seed(bc.seed)
     shape = latent_shape(bc.frames, bc.height, bc.width)
     source = torch.randn(shape, generator=gen).to(device)
@@ -189,7 +216,18 @@ def run_bench(bc: BenchConfig) -> dict:
     result["prepare_s"] = clock.now() - start
     for _ in range(bc.warmup):
         predictor(noise, semantic, sigmas[:1].to(device) * 1000)
-    times, ours = _time_loop(predictor, noise, semantic, sigmas, clock)
+    if bc.cache_threshold > 0 or bc.cfg_skip_after < 1:  # wrapped after the warm-up: its cache starts empty
+        from .acceleration import approximate
+
+        if groups is not None:
+            raise ValueError("step caching and CFG skipping are not benchmarked in parallel runs")
+        predictor = approximate(predictor, steps=bc.steps, shift=5.0, cfg_scale=bc.cfg_scale,
+                                cache_threshold=bc.cache_threshold, cfg_skip_after=bc.cfg_skip_after)
+    if bc.solver == "euler":
+        times, ours = _time_loop(predictor, noise, semantic, sigmas, clock)
+    else:
+        times, ours = _time_solver(predictor, noise, semantic, sigmas, bc.solver, clock)
+    result.update(_approximation_counts(predictor, bc, cfg.num_layers))
     result["per_step_s"] = sum(times) / len(times)
     result["step_times_s"] = times
     result["tflops"] = flops / result["per_step_s"] / 1e12
@@ -226,6 +264,10 @@ def format_result(r: dict) -> str:
         f"prepare       {r['prepare_s']:.4f} s  (once per edit)",
         f"peak memory   {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['memory_kind']})",
     ]
+    if (b["cache_threshold"], b["cfg_skip_after"], b["solver"]) != (0.0, 1.0, "euler"):
+        lines.append(f"approximate   solver {b['solver']}, cache threshold {b['cache_threshold']:g}, CFG on the "
+                     f"first {b['cfg_skip_after']:g} of steps: {r['dit_calls']} model calls, {r['cached_calls']} "
+                     f"cached, {r['block_evaluations']} block evaluations")
     if "parallel" in r:
         lines.insert(1, f"parallel      {r['parallel']} (times of rank 0)")
     if "reference_per_step_s" in r:
@@ -235,7 +277,7 @@ def format_result(r: dict) -> str:
 
 
 def register(sub) -> None:
-    from .cli import add_parallel_arguments
+    from .cli import add_approximation_arguments, add_parallel_arguments
 
     p = sub.add_parser("bench", help="time the DiT step at real shapes with random weights")
     p.add_argument("--config", default="tiny", choices=["tiny", "medium", "sama-14b"])
@@ -251,6 +293,7 @@ def register(sub) -> None:
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_parallel_arguments(p)
+    add_approximation_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -267,7 +310,8 @@ def cmd_bench(args) -> int:
                          attention=args.attention, backend=args.backend,
                          compare_reference=args.compare_reference,
                          ulysses=args.ulysses, ring=args.ring, cfg_parallel=args.cfg_parallel,
-                         parallel_timeout_s=args.parallel_timeout)
+                         parallel_timeout_s=args.parallel_timeout, cache_threshold=args.cache_threshold,
+                         cfg_skip_after=args.cfg_skip_after, solver=args.solver)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:

@@ -19,7 +19,7 @@ from .guided import GuidedPredictor
 from .models.attention import select_attention_backend
 from .parallel.config import ParallelConfig
 from .params import EditParams
-from .sampling import Pins, denoise, guided_velocity, initial_noise
+from .sampling import Pins, denoise, flow_match_sigmas, guided_velocity, initial_noise
 from .timing import StageTimer
 from .video.io import FALLBACK_FPS, AudioTrack, VideoError, probe_video, write_video
 from .video.stream import FrameReader, VideoWriter
@@ -157,7 +157,9 @@ class Editor:
         self.vae = vae
         self.fast = fast
         self.device = dit.device
-        self.dit.with_attention(select_attention_backend(attention, self.device))
+        self.dit.with_attention(
+            select_attention_backend(attention, self.device, dit.config.head_dim, dit.dtype)
+        )
         if self.backend is Backend.ONNXRUNTIME:
             from .runners import onnxruntime_runners
 
@@ -186,17 +188,21 @@ class Editor:
         parallel: Optional[ParallelConfig] = None,
         backend: str = "torch",
         onnx_dir=None,
+        offload: str = "none",
     ) -> "Editor":
         """Load the layout users download: the Wan2.1-T2V-14B directory + the SAMA file.
 
         parallel: under torchrun, every rank loads the weights onto its own GPU (a bare
         "cuda" device means cuda:LOCAL_RANK) after the degrees are checked.
+        offload="blocks": low-memory mode, the DiT blocks stay in host memory and stream to
+        the device one block ahead (sama_rt.acceleration.offload); same outputs.
         """
         from .models.dit import load_dit
         from .models.text_encoder import load_text_encoder
         from .models.tokenizer import PromptTokenizer
         from .models.vae import load_vae
 
+        stream_blocks = _offloads_blocks(offload)
         wan_dir = Path(wan_dir)
         files = {
             "Wan2.1 directory": wan_dir,
@@ -221,7 +227,11 @@ class Editor:
         tokenizer = PromptTokenizer.from_pretrained(files["umT5 tokenizer"])
         vae = load_vae(files["Wan VAE"], dtype=dtype, device=device)
         text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=device)
-        dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device=device)
+        dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device="cpu" if stream_blocks else device)
+        if stream_blocks:
+            from .acceleration import enable_block_offload
+
+            enable_block_offload(dit, device)
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
                    backend=backend, onnx_dir=onnx_dir)
 
@@ -271,7 +281,7 @@ class Editor:
     def from_config(
         cls, name: str = "tiny", seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
         *, attention: str = "auto", parallel: Optional[ParallelConfig] = None, backend: str = "torch",
-        onnx_dir=None,
+        onnx_dir=None, offload: str = "none",
     ) -> "Editor":
         """Seeded random weights at a preset size: demo, tests, benchmarks. No edit meaning.
 
@@ -293,7 +303,12 @@ class Editor:
         tokenizer = tiny_tokenizer()
         if tokenizer.vocab_size > text_cfg.vocab:
             raise ValueError("tokenizer vocabulary exceeds the text encoder's")
-        dit = build_dit(dit_cfg, dtype=dtype, device=device, seed=seed)
+        stream_blocks = _offloads_blocks(offload)
+        dit = build_dit(dit_cfg, dtype=dtype, device="cpu" if stream_blocks else device, seed=seed)
+        if stream_blocks:
+            from .acceleration import enable_block_offload
+
+            enable_block_offload(dit, device)
         with torch.device("meta"):
             text_encoder = UMT5Encoder(text_cfg)
             vae = WanVAE(vae_cfg)
@@ -479,6 +494,7 @@ class Editor:
         else:
             def predictor(x, s, timestep):
                 return guided_velocity(self.dit, x, s, timestep, args[2], args[3], args[4], params.cfg_scale)
+        predictor = self._approximated(predictor, params, args)
 
         if timer is not None:
             timer.start_steps()
@@ -489,10 +505,37 @@ class Editor:
             if report is not None:
                 report("denoise", i, n)
 
+        if params.solver != "euler":
+            from .acceleration import solve
+
+            return solve(predictor, args[0], args[1], flow_match_sigmas(params.steps, params.shift), params.solver,
+                         pins=pins, callback=on_step)
         return denoise(
             self.dit, *args, num_steps=params.steps, cfg_scale=params.cfg_scale, shift=params.shift,
             callback=on_step, predictor=predictor, pins=pins,
         )
+
+    def _approximated(self, predictor, params: EditParams, args):
+        """`predictor` with the opt-in approximations of `params` (itself when none is on)."""
+        if params.cache_threshold == 0 and params.cfg_skip_after == 1:
+            return predictor
+        if self.parallel is not None:
+            raise ValueError("step caching and CFG skipping do not run with parallel editing yet")
+        from .acceleration import approximate
+
+        def positive_only(x, s, timestep):
+            return guided_velocity(self.dit_runner, x, s, timestep, args[2], args[3], args[4], 1.0)
+
+        return approximate(predictor, steps=params.steps, shift=params.shift, cfg_scale=params.cfg_scale,
+                           cache_threshold=params.cache_threshold, cfg_skip_after=params.cfg_skip_after,
+                           positive_only=positive_only)
+
+
+def _offloads_blocks(offload: str) -> bool:
+    """Whether `offload` (a name of acceleration.Offload) asks for streamed DiT blocks."""
+    from .acceleration.offload import Offload
+
+    return Offload.parse(offload) is Offload.BLOCKS
 
 
 def _parallel_device(parallel: ParallelConfig, num_heads: int, device) -> torch.device:

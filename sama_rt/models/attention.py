@@ -41,10 +41,13 @@ def triton_available() -> tuple[bool, str]:
     return False, "no CUDA device (the Triton kernel needs a GPU, or TRITON_INTERPRET=1 on CPU)"
 
 
-def select_attention_backend(requested: str, device: torch.device) -> AttentionBackend:
+def select_attention_backend(
+    requested: str, device: torch.device, head_dim: int = 128, dtype: torch.dtype = torch.bfloat16
+) -> AttentionBackend:
     """Pick the attention backend for `device`. `requested` is a backend name or "auto".
 
-    auto: the Triton kernel on CUDA when Triton is installed, SDPA otherwise.
+    auto: the Triton kernel on CUDA when Triton is installed and the kernel passes a
+    one-off self-check at (head_dim, dtype) on this GPU; SDPA otherwise (logged why).
     """
     device = torch.device(device)
     if requested != "auto":
@@ -57,12 +60,44 @@ def select_attention_backend(requested: str, device: torch.device) -> AttentionB
     if device.type == "cuda":
         ok, why = triton_available()
         if ok:
+            ok, why = triton_self_check(device, head_dim, dtype)
+        if ok:
             logger.info("attention: triton (fused anchor attention on CUDA)")
             return AttentionBackend.TRITON
-        logger.info("attention: sdpa (%s)", why)
+        logger.warning("attention: sdpa (%s)", why)
         return AttentionBackend.SDPA
     logger.info("attention: sdpa (device %s)", device.type)
     return AttentionBackend.SDPA
+
+
+_SELF_CHECKS: dict = {}
+
+
+def triton_self_check(device, head_dim: int, dtype: torch.dtype) -> tuple[bool, str]:
+    """Run the kernel once at a small shape against the reference, cached per
+    (device, head_dim, dtype): a kernel that fails to compile or disagrees on this GPU /
+    Triton version must not silently become the default."""
+    key = (str(device), head_dim, dtype)
+    if key not in _SELF_CHECKS:
+        try:
+            from ..kernels import anchor_attention, anchor_attention_ref
+            from .rope import rope_tables
+
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            num_anchor, (f, h, w) = 3, (2, 3, 5)
+            length = 2 * f * h * w + num_anchor
+            q, k, v = (torch.randn(1, length, 2, head_dim, generator=gen).to(device, dtype) for _ in range(3))
+            cos, sin = rope_tables(f, h, w, head_dim, device=device)
+            got = anchor_attention(q, k, v, cos, sin, num_anchor).float()
+            want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor).float()
+            error = (got - want).abs().max().item()
+            # bf16/fp16 inputs with fp32 accumulation stay well inside 5e-2 here; a wrong
+            # index or a broken build is off by O(1).
+            ok = error < 5e-2
+            _SELF_CHECKS[key] = (ok, f"triton self-check error {error:.2e}" + ("" if ok else " (too large)"))
+        except Exception as e:  # noqa: BLE001 - any failure means: do not use the kernel here
+            _SELF_CHECKS[key] = (False, f"triton kernel failed its self-check: {type(e).__name__}: {e}")
+    return _SELF_CHECKS[key]
 
 
 def anchor_self_attention(
