@@ -7,13 +7,10 @@ same process and reports the speedup and the largest output difference.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 

@@ -1,8 +1,9 @@
 """`Editor`: video + instruction -> edited video.
 
-Read `Editor.edit` top to bottom for the whole path:
-decode -> preprocess -> encode prompts -> VAE-encode source -> denoise -> VAE-decode ->
-postprocess -> result. Each step is one call into one module.
+Read `Editor.edit` top to bottom for the whole path: decode -> encode prompts -> for each
+window (one, unless the clip is longer than `EditParams.window`): preprocess -> VAE-encode
+source -> denoise -> VAE-decode -> postprocess -> stitch -> result. Each step is one call
+into one module (`Editor.edit_windows` holds the per-window steps).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from sama_rt.editor import open_source
 from sama_rt.models import DiTConfig, build_dit
 from sama_rt.sampling import Pins, denoise
 from sama_rt.timing import StageTimer
-from sama_rt.video.io import probe_video, read_video
+from sama_rt.video.io import probe_video
 from sama_rt.video.synth import synth_clip, synth_frames
 from sama_rt.video.preprocess import frames_to_tensor, tensor_to_frames
 from sama_rt.windows import count_windows, iterate_windows, window_frame_ranges, window_seed

@@ -7,7 +7,7 @@ Wan2.1 / SAMA checkpoints, so the files load strictly into this module.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
