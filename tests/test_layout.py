@@ -37,3 +37,22 @@ def test_cli_builds_without_the_export_extra():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "2"
     assert "sama-rt[export]" in out.stderr
+
+
+def test_dit_and_bench_import_without_the_video_stack():
+    """GPU benchmark machines may lack PyAV: the DiT, kernels and bench must not need it."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'av':\n"
+        "            raise ImportError('blocked av')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sama_rt.bench, sama_rt.models, sama_rt.guided, sama_rt.reference\n"
+        "from sama_rt.cli import build_parser\n"
+        "build_parser()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
