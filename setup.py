@@ -9,6 +9,7 @@ PACKAGES = {
     "sama_rt.models": "sama_rt/models",
     "sama_rt.video": "sama_rt/video",
     "sama_rt.parallel": "sama_rt/parallel",
+    "sama_rt.acceleration": "sama_rt/acceleration",
     "sama_rt.kernels": "kernels",
     "sama_rt.export": "export",
     "sama_rt.engines": "engines",

@@ -62,6 +62,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")
     g.add_argument("--engine-dir", type=Path, help="engines from `sama-rt build-engines` (--backend tensorrt)")
     g.add_argument("--seed-weights", type=int, default=0, help="seed of the random weights (--config)")
+    g.add_argument("--offload", default="none", choices=["none", "blocks"],
+                   help="blocks: keep the DiT blocks in host memory and stream them to the GPU "
+                        "(low-memory mode for 24-48 GB cards; same output, slower)")
 
 
 def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,7 +129,7 @@ def _build_editor(args, parallel):
                              "--wan-dir/--sama-checkpoint), not --config")
         return Editor.from_config(args.config, seed=args.seed_weights, device=device, dtype=dtype,
                                   attention=args.attention, parallel=parallel, backend=backend,
-                                  onnx_dir=args.onnx_dir)
+                                  onnx_dir=args.onnx_dir, offload=args.offload)
     if not (args.wan_dir and args.sama_checkpoint):
         raise UsageError("give --wan-dir and --sama-checkpoint (the released weights), or --config tiny")
     if backend == "tensorrt":
@@ -137,7 +140,7 @@ def _build_editor(args, parallel):
         raise UsageError("--backend onnxruntime needs --onnx-dir (from `sama-rt export`)")
     return Editor.from_pretrained(args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype,
                                   attention=args.attention, parallel=parallel, backend=backend,
-                                  onnx_dir=args.onnx_dir)
+                                  onnx_dir=args.onnx_dir, offload=args.offload)
 
 
 def add_edit_params(p: argparse.ArgumentParser) -> None:
@@ -162,6 +165,21 @@ def add_edit_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=25, help="H.264 quality (lower is better)")
     g.add_argument("--dump-calibration", type=Path, default=None,
                    help="save the DiT inputs of this edit as a calibration set for fp8/int8 engines")
+    add_approximation_arguments(p)
+
+
+def add_approximation_arguments(p: argparse.ArgumentParser) -> None:
+    """Opt-in approximations (all off by default; see docs/BENCHMARKS.md for their error)."""
+    g = p.add_argument_group("approximations (change the output; off by default)")
+    g.add_argument("--cache-threshold", type=float, default=0.0, metavar="T",
+                   help="step caching: skip blocks 1..N-1 while the first block's residual changes by "
+                        "less than T (relative L1) since they last ran; 0 = off")
+    g.add_argument("--cfg-skip-after", type=float, default=1.0, metavar="F",
+                   help="run guidance on the first fraction F of the steps, the positive pass only after; "
+                        "1 = every step")
+    g.add_argument("--solver", default="euler", choices=["euler", "heun", "dpm++2m"],
+                   help="flow-ODE solver: euler (the release), heun (second order, 2 model calls per step), "
+                        "dpm++2m (second order multistep, 1 call per step)")
 
 
 def edit_params(args):
@@ -173,7 +191,8 @@ def edit_params(args):
                           max_frames=args.max_frames, pixel_budget=h * w, tiled_vae=args.tiled_vae,
                           crf=args.crf, window=args.window, overlap=args.overlap,
                           propagate_motion=args.propagate_motion, reuse_anchor=args.reuse_anchor,
-                          crossfade=args.crossfade)
+                          crossfade=args.crossfade, cache_threshold=args.cache_threshold,
+                          cfg_skip_after=args.cfg_skip_after, solver=args.solver)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -28,6 +28,10 @@ class EditParams:
     vae_tile_size: tuple[int, int] = (30, 52)  # latent units
     vae_tile_stride: tuple[int, int] = (15, 26)
     crf: int = 25
+    # Opt-in approximations (sama_rt.acceleration); the defaults are the release's exact path.
+    cache_threshold: float = 0.0  # step caching: reuse blocks 1..N-1 below this relative L1; 0 = off
+    cfg_skip_after: float = 1.0  # fraction of steps with CFG; later steps run the positive pass only
+    solver: str = "euler"  # flow-ODE solver: euler (release), heun, dpm++2m
 
     def __post_init__(self):
         errors = []
@@ -53,6 +57,16 @@ class EditParams:
             errors.append(f"crf must be in 0..51 (got {self.crf})")
         if any(t < 1 for t in (*self.vae_tile_size, *self.vae_tile_stride)):
             errors.append("vae tile size and stride must be positive")
+        if not 0 <= self.cache_threshold < float("inf"):
+            errors.append(f"cache_threshold must be >= 0 (0 = off), got {self.cache_threshold}")
+        if not 0 <= self.cfg_skip_after <= 1:
+            errors.append(f"cfg_skip_after must be in [0, 1] (1 = guidance on every step), got {self.cfg_skip_after}")
+        from .acceleration.solvers import Solver
+
+        try:
+            object.__setattr__(self, "solver", Solver.parse(self.solver).value)
+        except ValueError as e:
+            errors.append(str(e))
         if errors:
             raise ValueError("invalid EditParams: " + "; ".join(errors))
 
