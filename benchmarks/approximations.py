@@ -32,7 +32,7 @@ import torch
 
 from sama_rt.acceleration import approximate, model_evaluations, solve
 from sama_rt.acceleration.random_proxy import smooth_time_response
-from sama_rt.bench import latent_shape
+from sama_rt.bench import latent_shape, random_dit_inputs
 from sama_rt.guided import GuidedPredictor
 from sama_rt.models import DiTConfig, build_dit
 from sama_rt.sampling import flow_match_sigmas
@@ -63,17 +63,6 @@ def runs(only: Optional[str] = None) -> list[Run]:
     out += [Run("solver", "heun, 1/2 steps", "heun", 0.5), Run("solver", "dpm++2m, 1/2 steps", "dpm++2m", 0.5),
             Run("solver", "dpm++2m", "dpm++2m", 1.0)]
     return [r for r in out if only is None or r.name in ("exact", only)]
-
-
-def _inputs(cfg: DiTConfig, shape, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    latents = latent_shape(*shape)
-    src, noise = torch.randn(latents, generator=gen), torch.randn(latents, generator=gen)
-    sem = torch.randn(1, 65, cfg.siglip_dim, generator=gen)
-    ctx, neg = torch.zeros(1, 512, cfg.text_dim), torch.zeros(1, 512, cfg.text_dim)
-    ctx[:, :24] = torch.randn(1, 24, cfg.text_dim, generator=gen)
-    neg[:, :4] = torch.randn(1, 4, cfg.text_dim, generator=gen)
-    return src, noise, sem, ctx, neg
 
 
 def errors(x: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -111,7 +100,7 @@ def bench_config(name: str, steps: int, variants: list[str], ode_factor: int,
         dit = build_dit(cfg, seed=0)
         if variant == "smooth-t":
             smooth_time_response(dit)
-        inputs = _inputs(cfg, shape)
+        inputs = random_dit_inputs(cfg, latent_shape(*shape))
         src, noise, sem, ctx, neg = inputs
         GuidedPredictor(dit, src, ctx, neg, 5.0)(noise, sem, torch.tensor([500.0]))  # warm-up: one-off costs
         results = [run_one(dit, inputs, r, steps) for r in runs(only)]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .acceleration.runtime import RuntimeOptions
 from .models.dit import DiTConfig
 
 TEXT_LEN = 512
@@ -44,6 +45,8 @@ class BenchConfig:
     cache_threshold: float = 0.0  # opt-in approximations, as in EditParams (0 / 1 / euler = off)
     cfg_skip_after: float = 1.0
     solver: str = "euler"
+    runtime: RuntimeOptions = RuntimeOptions()  # offload, FP8 linears, compile, CUDA graphs
+    peak_tflops: float | None = None  # dense bf16 peak for MFU; default: looked up by GPU name
 
     def __post_init__(self):
         if (self.frames - 1) % 4:
@@ -55,6 +58,33 @@ class BenchConfig:
         from .params import EditParams
 
         EditParams(cache_threshold=self.cache_threshold, cfg_skip_after=self.cfg_skip_after, solver=self.solver)
+        self.runtime.check_device(self.device)
+        if self.compare_reference and self.runtime.fp8_linear:
+            # The reference would run the same FP8 layers; the FP8 error against the exact
+            # model is measured by benchmarks/fp8_linear.py.
+            raise ValueError("--compare-reference times the exact model; do not combine it with --fp8-linear")
+        if self.runtime.cuda_graphs and self.cache_threshold > 0:
+            raise ValueError("step caching cannot run inside CUDA graphs; drop --cuda-graphs or --cache-threshold")
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, fp32 accumulation, no sparsity) from the vendor
+# datasheets, for MFU. Matched in order against torch.cuda.get_device_name.
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM
+    ("H200", 989.4),
+    ("H800", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+)
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    for key, peak in BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return peak
+    return None
 
 
 def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
@@ -116,6 +146,20 @@ def _context(batch_rows: int, dim: int, real: int, gen: torch.Generator) -> torc
     return ctx
 
 
+def random_dit_inputs(cfg: DiTConfig, latents: tuple[int, ...], seed: int = 0, num_anchor: int = 65,
+                      prompt_tokens: int = 24, negative_tokens: int = 4, device="cpu") -> tuple[torch.Tensor, ...]:
+    """Seeded (source latents, noise, semantic noise, context, negative context) of one edit:
+    the inputs every benchmark feeds the DiT. Contexts are zero past their real rows, as the
+    text encoder leaves them."""
+    gen = torch.Generator().manual_seed(seed)
+    source = torch.randn(latents, generator=gen)
+    noise = torch.randn(latents, generator=gen)
+    semantic = torch.randn(1, num_anchor, cfg.siglip_dim, generator=gen)
+    context = _context(TEXT_LEN, cfg.text_dim, prompt_tokens, gen)
+    negative = _context(TEXT_LEN, cfg.text_dim, negative_tokens, gen)
+    return tuple(t.to(device) for t in (source, noise, semantic, context, negative))
+
+
 def _time_loop(predictor, noise, semantic, sigmas, clock) -> tuple[list[float], torch.Tensor]:
     """Euler loop like sampling.denoise, timing each step."""
     from .sampling import NUM_TRAIN_TIMESTEPS, euler_step
@@ -162,6 +206,7 @@ def _peak_memory(device: torch.device) -> dict:
 
 @torch.no_grad()
 def run_bench(bc: BenchConfig) -> dict:
+    from .acceleration.runtime import prepare_dit, wrap_predictor
     from .guided import GuidedPredictor
     from .models.attention import select_attention_backend
     from .models.dit import build_dit
@@ -185,15 +230,12 @@ def run_bench(bc: BenchConfig) -> dict:
         )
         device = groups.device if groups is not None else device
     clock = _Clock(device)
-    dit = build_dit(cfg, dtype=dtype, device=device, seed=bc.seed)
+    dit = build_dit(cfg, dtype=dtype, device=bc.runtime.load_device(device), seed=bc.seed)
+    prepare_dit(dit, device, bc.runtime)
     dit.with_attention(select_attention_backend(bc.attention, device, cfg.head_dim, dtype))
-    gen = torch.Generator().manual_seed(bc.seed)
     shape = latent_shape(bc.frames, bc.height, bc.width)
-    source = torch.randn(shape, generator=gen).to(device)
-    noise = torch.randn(shape, generator=gen).to(device)
-    semantic = torch.randn(1, bc.num_anchor, cfg.siglip_dim, generator=gen).to(device)
-    context = _context(TEXT_LEN, cfg.text_dim, bc.prompt_tokens, gen).to(device)
-    negative = _context(TEXT_LEN, cfg.text_dim, 4, gen).to(device)
+    source, noise, semantic, context, negative = random_dit_inputs(
+        cfg, shape, bc.seed, bc.num_anchor, bc.prompt_tokens, device=device)
     sigmas = flow_match_sigmas(bc.steps)
     grid = token_grid(cfg, shape)
     batch = 2 if bc.cfg_scale != 1.0 else 1
@@ -209,9 +251,11 @@ def run_bench(bc: BenchConfig) -> dict:
     if groups is not None:
         predictor = ParallelGuidedPredictor(dit, source, context, negative, bc.cfg_scale, groups)
     else:
-        predictor = GuidedPredictor(dit, source, context, negative, bc.cfg_scale)
+        predictor = wrap_predictor(GuidedPredictor(dit, source, context, negative, bc.cfg_scale), bc.runtime)
     result["prepare_s"] = clock.now() - start
-    for _ in range(bc.warmup):
+    # With CUDA graphs the first call runs eagerly and the second captures: both belong to
+    # the warm-up, so the timed steps are replays.
+    for _ in range(max(bc.warmup, 2) if bc.runtime.cuda_graphs else bc.warmup):
         predictor(noise, semantic, sigmas[:1].to(device) * 1000)
     if bc.cache_threshold > 0 or bc.cfg_skip_after < 1:  # wrapped after the warm-up: its cache starts empty
         from .acceleration import approximate
@@ -228,6 +272,9 @@ def run_bench(bc: BenchConfig) -> dict:
     result["per_step_s"] = sum(times) / len(times)
     result["step_times_s"] = times
     result["tflops"] = flops / result["per_step_s"] / 1e12
+    peak = bc.peak_tflops or (bf16_peak_tflops(result["device_name"]) if device.type == "cuda" else None)
+    result["peak_tflops"] = peak
+    result["mfu"] = result["tflops"] / peak if peak else None
     result.update(_peak_memory(device))
 
     if bc.compare_reference:
@@ -257,7 +304,9 @@ def format_result(r: dict) -> str:
     lines = [
         f"config {b['config']}  {b['frames']} frames {b['height']}x{b['width']}  sequence {r['sequence_length']}"
         f"  {b['device']} {b['dtype']}  ({r['device_name']})",
-        f"per step      {r['per_step_s']:.4f} s   {r['tflops']:.3f} TFLOP/s  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)",
+        f"per step      {r['per_step_s']:.4f} s   {r['tflops']:.3f} TFLOP/s  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)"
+        + (f"   MFU {r['mfu']:.1%} of {r['peak_tflops']:g}" if r.get("mfu") else ""),
+        f"runtime       {RuntimeOptions(**b['runtime']).describe()}",
         f"prepare       {r['prepare_s']:.4f} s  (once per edit)",
         f"peak memory   {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['memory_kind']})",
     ]
@@ -274,7 +323,7 @@ def format_result(r: dict) -> str:
 
 
 def register(sub) -> None:
-    from .cli import add_approximation_arguments, add_parallel_arguments
+    from .cli import add_approximation_arguments, add_parallel_arguments, add_runtime_arguments
 
     p = sub.add_parser("bench", help="time the DiT step at real shapes with random weights")
     p.add_argument("--config", default="tiny", choices=["tiny", "medium", "sama-14b"])
@@ -289,13 +338,16 @@ def register(sub) -> None:
     p.add_argument("--backend", default="torch", choices=["torch"])
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="dense bf16 peak of the GPU for MFU (default: looked up from the GPU name)")
+    add_runtime_arguments(p)
     add_parallel_arguments(p)
     add_approximation_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    from .cli import UsageError, is_output_rank
+    from .cli import UsageError, is_output_rank, runtime_options
     from .parallel import ParallelConfigError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -308,7 +360,8 @@ def cmd_bench(args) -> int:
                          compare_reference=args.compare_reference,
                          ulysses=args.ulysses, ring=args.ring, cfg_parallel=args.cfg_parallel,
                          parallel_timeout_s=args.parallel_timeout, cache_threshold=args.cache_threshold,
-                         cfg_skip_after=args.cfg_skip_after, solver=args.solver)
+                         cfg_skip_after=args.cfg_skip_after, solver=args.solver,
+                         runtime=runtime_options(args, device), peak_tflops=args.peak_tflops)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:

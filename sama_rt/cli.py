@@ -62,9 +62,31 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")
     g.add_argument("--engine-dir", type=Path, help="engines from `sama-rt build-engines` (--backend tensorrt)")
     g.add_argument("--seed-weights", type=int, default=0, help="seed of the random weights (--config)")
+    add_runtime_arguments(p)
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime (torch backend)")
     g.add_argument("--offload", default="none", choices=["none", "blocks"],
                    help="blocks: keep the DiT blocks in host memory and stream them to the GPU "
                         "(low-memory mode for 24-48 GB cards; same output, slower)")
+    g.add_argument("--fp8-linear", action="store_true",
+                   help="run the blocks' linear layers as FP8 GEMMs (approximate; Ada/Hopper, bfloat16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
+    g.add_argument("--cuda-graphs", action="store_true", help="replay each denoising step as a CUDA graph (CUDA)")
+
+
+def runtime_options(args, device: str):
+    """RuntimeOptions from the flags, checked against the device (a usage error if wrong)."""
+    from .acceleration.runtime import RuntimeOptions
+
+    try:
+        options = RuntimeOptions(offload=args.offload, fp8_linear=args.fp8_linear,
+                                 compile_blocks=args.compile, cuda_graphs=args.cuda_graphs)
+        options.check_device(device)
+        return options
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,9 +140,12 @@ def _build_editor(args, parallel):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     dtype = _torch_dtype(dtype_name)
+    runtime = runtime_options(args, device)
     backend = args.backend
     if backend == "auto":
         backend = "tensorrt" if args.engine_dir else "onnxruntime" if args.onnx_dir else "torch"
+    if backend != "torch" and not runtime.is_default:
+        raise UsageError(f"--offload/--fp8-linear/--compile/--cuda-graphs apply to --backend torch, not {backend}")
     if args.config:
         if args.wan_dir or args.sama_checkpoint:
             raise UsageError("--config uses random weights; do not combine it with --wan-dir/--sama-checkpoint")
@@ -129,7 +154,7 @@ def _build_editor(args, parallel):
                              "--wan-dir/--sama-checkpoint), not --config")
         return Editor.from_config(args.config, seed=args.seed_weights, device=device, dtype=dtype,
                                   attention=args.attention, parallel=parallel, backend=backend,
-                                  onnx_dir=args.onnx_dir, offload=args.offload)
+                                  onnx_dir=args.onnx_dir, runtime=runtime)
     if not (args.wan_dir and args.sama_checkpoint):
         raise UsageError("give --wan-dir and --sama-checkpoint (the released weights), or --config tiny")
     if backend == "tensorrt":
@@ -140,7 +165,7 @@ def _build_editor(args, parallel):
         raise UsageError("--backend onnxruntime needs --onnx-dir (from `sama-rt export`)")
     return Editor.from_pretrained(args.wan_dir, args.sama_checkpoint, device=device, dtype=dtype,
                                   attention=args.attention, parallel=parallel, backend=backend,
-                                  onnx_dir=args.onnx_dir, offload=args.offload)
+                                  onnx_dir=args.onnx_dir, runtime=runtime)
 
 
 def add_edit_params(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from .acceleration.runtime import RuntimeOptions, prepare_dit, wrap_predictor
 from .guided import GuidedPredictor
 from .models.attention import select_attention_backend
 from .parallel.config import ParallelConfig
@@ -142,12 +143,16 @@ class Editor:
     """Holds the three models and runs edits. Build with `from_pretrained` or `from_config`."""
 
     def __init__(self, dit, text_encoder, tokenizer, vae, *, attention: str = "auto", fast: bool = True,
-                 parallel: Optional[ParallelConfig] = None, backend: str = "torch", onnx_dir=None):
+                 parallel: Optional[ParallelConfig] = None, backend: str = "torch", onnx_dir=None,
+                 runtime: Optional[RuntimeOptions] = None):
         """dit / text_encoder / vae: the torch modules (the DiT also supplies the config).
         backend: "torch", "onnxruntime" (runs the graphs exported to `onnx_dir`) or "auto";
         TensorRT engines come through `from_engines`.
         parallel: split each edit across the processes of a torchrun launch (see
-        docs/PARALLEL.md); every rank builds its Editor with the same config."""
+        docs/PARALLEL.md); every rank builds its Editor with the same config.
+        runtime: how the torch backend runs the DiT; `from_pretrained` / `from_config` apply
+        its model-level options (FP8 weights, compilation, streaming) before this is called,
+        CUDA graphs are applied per edit."""
         from .engines.backends import Backend, probe_backends, select_backend
 
         self.backend = select_backend(backend, probe_backends(), have_engines=False, have_onnx=onnx_dir is not None)
@@ -157,6 +162,7 @@ class Editor:
         self.tokenizer = tokenizer
         self.vae = vae
         self.fast = fast
+        self.runtime = runtime or RuntimeOptions()
         self.device = dit.device
         self.dit.with_attention(
             select_attention_backend(attention, self.device, dit.config.head_dim, dit.dtype)
@@ -169,6 +175,9 @@ class Editor:
             self.device = torch.device("cpu")
             if parallel is not None:
                 raise ValueError("parallel editing runs on the torch backend only")
+        if not self.runtime.is_default and self.backend is not Backend.TORCH:
+            raise ValueError(f"runtime options ({self.runtime.describe()}) apply to the torch backend only, "
+                             f"not {self.backend.value}")
         self.parallel = None  # ParallelGroups of a multi-process edit
         if parallel is not None:
             from .parallel import setup_parallel
@@ -189,21 +198,23 @@ class Editor:
         parallel: Optional[ParallelConfig] = None,
         backend: str = "torch",
         onnx_dir=None,
-        offload: str = "none",
+        runtime: Optional[RuntimeOptions] = None,
     ) -> "Editor":
         """Load the layout users download: the Wan2.1-T2V-14B directory + the SAMA file.
 
         parallel: under torchrun, every rank loads the weights onto its own GPU (a bare
         "cuda" device means cuda:LOCAL_RANK) after the degrees are checked.
-        offload="blocks": low-memory mode, the DiT blocks stay in host memory and stream to
-        the device one block ahead (sama_rt.acceleration.offload); same outputs.
+        runtime: RuntimeOptions(offload="blocks") is the low-memory mode, the DiT blocks stay
+        in host memory and stream to the device one block ahead (same outputs); FP8 linear
+        layers, torch.compile and CUDA graphs are the other options (sama_rt.acceleration).
         """
         from .models.dit import load_dit
         from .models.text_encoder import load_text_encoder
         from .models.tokenizer import PromptTokenizer
         from .models.vae import load_vae
 
-        stream_blocks = _offloads_blocks(offload)
+        runtime = runtime or RuntimeOptions()
+        runtime.check_device(device)
         wan_dir = Path(wan_dir)
         files = {
             "Wan2.1 directory": wan_dir,
@@ -228,13 +239,10 @@ class Editor:
         tokenizer = PromptTokenizer.from_pretrained(files["umT5 tokenizer"])
         vae = load_vae(files["Wan VAE"], dtype=dtype, device=device)
         text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=device)
-        dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device="cpu" if stream_blocks else device)
-        if stream_blocks:
-            from .acceleration import enable_block_offload
-
-            enable_block_offload(dit, device)
+        dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device=runtime.load_device(device))
+        prepare_dit(dit, device, runtime)
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
-                   backend=backend, onnx_dir=onnx_dir)
+                   backend=backend, onnx_dir=onnx_dir, runtime=runtime)
 
     @classmethod
     def from_engines(
@@ -282,7 +290,7 @@ class Editor:
     def from_config(
         cls, name: str = "tiny", seed: int = 0, device="cpu", dtype: torch.dtype = torch.float32,
         *, attention: str = "auto", parallel: Optional[ParallelConfig] = None, backend: str = "torch",
-        onnx_dir=None, offload: str = "none",
+        onnx_dir=None, runtime: Optional[RuntimeOptions] = None,
     ) -> "Editor":
         """Seeded random weights at a preset size: demo, tests, benchmarks. No edit meaning.
 
@@ -304,12 +312,9 @@ class Editor:
         tokenizer = tiny_tokenizer()
         if tokenizer.vocab_size > text_cfg.vocab:
             raise ValueError("tokenizer vocabulary exceeds the text encoder's")
-        stream_blocks = _offloads_blocks(offload)
-        dit = build_dit(dit_cfg, dtype=dtype, device="cpu" if stream_blocks else device, seed=seed)
-        if stream_blocks:
-            from .acceleration import enable_block_offload
-
-            enable_block_offload(dit, device)
+        runtime = runtime or RuntimeOptions()
+        runtime.check_device(device)
+        dit = build_dit(dit_cfg, dtype=dtype, device=runtime.load_device(device), seed=seed)
         with torch.device("meta"):
             text_encoder = UMT5Encoder(text_cfg)
             vae = WanVAE(vae_cfg)
@@ -319,8 +324,9 @@ class Editor:
             from .runners import export_cache_dir, export_in_memory
 
             onnx_dir = export_in_memory(export_cache_dir(name, seed), dit, text_encoder, vae)
+        prepare_dit(dit, device, runtime)
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
-                   backend=backend, onnx_dir=onnx_dir)
+                   backend=backend, onnx_dir=onnx_dir, runtime=runtime)
 
     def record_calibration(self, stride: int = 5, limit: Optional[int] = 64):
         """Record the DiT inputs of the following edits (every `stride`-th call, at most
@@ -492,6 +498,10 @@ class Editor:
             predictor = ParallelGuidedPredictor(self.dit, args[2], args[3], args[4], params.cfg_scale, self.parallel)
         elif self.fast:
             predictor = GuidedPredictor(self.dit, args[2], args[3], args[4], params.cfg_scale)
+            if params.cache_threshold > 0 and self.runtime.cuda_graphs:
+                raise ValueError("step caching decides per step whether to run the blocks, which a "
+                                 "CUDA graph cannot; turn off cuda_graphs or cache_threshold")
+            predictor = wrap_predictor(predictor, self.runtime)
         else:
             def predictor(x, s, timestep):
                 return guided_velocity(self.dit, x, s, timestep, args[2], args[3], args[4], params.cfg_scale)
@@ -530,13 +540,6 @@ class Editor:
         return approximate(predictor, steps=params.steps, shift=params.shift, cfg_scale=params.cfg_scale,
                            cache_threshold=params.cache_threshold, cfg_skip_after=params.cfg_skip_after,
                            positive_only=positive_only)
-
-
-def _offloads_blocks(offload: str) -> bool:
-    """Whether `offload` (a name of acceleration.Offload) asks for streamed DiT blocks."""
-    from .acceleration.offload import Offload
-
-    return Offload.parse(offload) is Offload.BLOCKS
 
 
 def _parallel_device(parallel: ParallelConfig, num_heads: int, device) -> torch.device:

@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
-# Everything only a GPU can show, in one run (H100/H200, torch with CUDA, Triton; no PyAV or
-# TensorRT needed). Results go to $OUT (or ./gpu-results): the Triton kernel compiled and
-# tested for real, its speed against SDPA at the real shapes, and the 14B DiT step on the
-# torch CUDA path with random weights, against the official step.
-#   bash scripts/gpu_checks.sh            # about 6-8 minutes on one H100
+# Everything only a GPU can show (H100/H200, torch with CUDA, Triton; no PyAV or TensorRT
+# needed), in sections run in priority order. Results go to $OUT (or ./gpu-results).
+#
+#   bash scripts/gpu_checks.sh core    # ~6 min on one H100: kernel tests compiled for real,
+#                                      # kernel vs SDPA at the real shapes, the 14B step
+#                                      # (Triton and SDPA + the official step) at 49 frames
+#   bash scripts/gpu_checks.sh extra   # ~6 min: 81 frames, FP8 linears + CUDA graphs, their
+#                                      # error at 14B, the low-memory mode, torch.compile
+#   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
+#
+# Each section has its own timeout; DEADLINE_S (default 570) stops starting new sections
+# once that many seconds have passed, so one call fits a 600 s command limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-# sama_rt.kernels / .export / .engines are sub-packages mapped by setup.py; install the
-# tree in place without touching the machine's torch or Triton.
-python -m pip install -q --no-deps --no-build-isolation -e . > "$out/install.txt" 2>&1 || cat "$out/install.txt"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
-python -m sama_rt info --json > "$out/info.json" 2>&1
-timeout 240 python -m pytest -q tests/kernels tests/models/test_attention.py 2>&1 | tail -n 25 | tee "$out/kernel_tests.txt"
-timeout 240 python benchmarks/attention.py --json > "$out/attention.json" 2> "$out/attention.err"
-tail -n 5 "$out/attention.err"
-for frames in 49 81; do
-  timeout 300 python -m sama_rt bench --config sama-14b --frames "$frames" --resolution 480x832 --steps 2 \
-      --warmup 1 --json > "$out/bench_14b_${frames}.json" 2> "$out/bench_14b_${frames}.err"
-  tail -n 3 "$out/bench_14b_${frames}.err"
+deadline=${DEADLINE_S:-570}
+start=$SECONDS
+
+# name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
+bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
+declare -A TIMEOUT CMD
+TIMEOUT[setup]=120;   CMD[setup]="python -m pip install -q --no-deps --no-build-isolation -e .; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
+TIMEOUT[tests]=240;   CMD[tests]="python -m pytest -q -p no:cacheprovider tests/kernels tests/models/test_attention.py tests/acceleration"
+TIMEOUT[attention]=200; CMD[attention]="python benchmarks/attention.py --json"
+TIMEOUT[step49]=150;  CMD[step49]="$bench14 --frames 49"
+TIMEOUT[reference49]=200; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference"
+TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
+TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
+TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
+TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
+TIMEOUT[compile49]=300; CMD[compile49]="$bench14 --frames 49 --compile"
+TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --compile --cuda-graphs"
+
+declare -A GROUP
+GROUP[core]="setup tests attention step49 reference49"
+GROUP[extra]="setup step81 fp8graphs49 fp8error compile49 offload49 fastest49"
+
+sections=()
+for arg in "${@:-core}"; do
+  if [[ -n "${GROUP[$arg]:-}" ]]; then sections+=(${GROUP[$arg]}); else sections+=("$arg"); fi
 done
-timeout 300 python -m sama_rt bench --config sama-14b --frames 49 --resolution 480x832 --steps 2 --warmup 1 \
-    --attention sdpa --compare-reference --json > "$out/bench_14b_49_sdpa_ref.json" 2> "$out/bench_14b_49_sdpa_ref.err"
-tail -n 3 "$out/bench_14b_49_sdpa_ref.err"
+for name in "${sections[@]}"; do
+  if [[ -z "${CMD[$name]:-}" ]]; then echo "unknown section: $name" >&2; exit 2; fi
+  elapsed=$((SECONDS - start))
+  if (( elapsed + 30 > deadline )); then
+    echo "== $name: skipped (${elapsed}s used of ${deadline}s)" | tee -a "$out/summary.txt"
+    continue
+  fi
+  budget=$(( TIMEOUT[$name] < deadline - elapsed ? TIMEOUT[$name] : deadline - elapsed ))
+  t0=$SECONDS
+  timeout "$budget" bash -c "${CMD[$name]}" > "$out/$name.out" 2> "$out/$name.err"
+  rc=$?
+  echo "== $name: rc=$rc in $((SECONDS - t0))s (limit ${budget}s)" | tee -a "$out/summary.txt"
+  tail -n 4 "$out/$name.out" "$out/$name.err" 2>/dev/null | cut -c1-400
+done
 ls -la "$out"

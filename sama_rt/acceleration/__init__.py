@@ -7,8 +7,11 @@ Approximations (each changes the output; errors measured in benchmarks/approxima
 - higher-order solvers (`solver`): heun, dpm++2m, second order: closer to the ODE solution
   than Euler at equal steps where the model is smooth in time (solvers.py).
 Not approximations: the low-memory mode streams the DiT blocks from host memory (same
-weights, same operations: identical outputs; offload.py), and `compile_blocks`
-torch.compiles the blocks on CUDA (same math, fused: float rounding differs; compiled.py).
+weights, same operations: identical outputs; offload.py), `compile_blocks`
+torch.compiles the blocks on CUDA (same math, fused: float rounding differs; compiled.py),
+and CUDA graphs replay each step (same kernels; cuda_graphs.py).
+FP8 linear layers (fp8_linear.py) are an approximation of the model itself, chosen once per
+Editor like the three above through `RuntimeOptions` (runtime.py).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from ..guided import GuidedPredictor
 from .compiled import compile_blocks
 from .guidance import GuidanceSchedule, SkipGuidancePredictor
 from .offload import BlockOffloader, Offload, enable_block_offload
+from .runtime import RuntimeOptions
 from .solvers import Solver, model_evaluations, solve
 from .step_cache import ApproximatePredictor, FirstBlockCache, PredictorStats, relative_l1
 
@@ -56,6 +60,6 @@ def approximate(
 
 __all__ = [
     "ApproximatePredictor", "BlockOffloader", "FirstBlockCache", "GuidanceSchedule", "Offload",
-    "PredictorStats", "SkipGuidancePredictor", "Solver", "approximate", "compile_blocks", "enable_block_offload",
+    "PredictorStats", "RuntimeOptions", "SkipGuidancePredictor", "Solver", "approximate", "compile_blocks", "enable_block_offload",
     "model_evaluations", "relative_l1", "solve",
 ]

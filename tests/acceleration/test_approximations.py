@@ -13,6 +13,7 @@ from sama_rt.acceleration import (
     enable_block_offload, model_evaluations, solve,
 )
 from sama_rt.acceleration.random_proxy import smooth_time_response
+from sama_rt.acceleration.runtime import RuntimeOptions
 from sama_rt.guided import GuidedPredictor
 from sama_rt.models import DiTConfig, build_dit
 from sama_rt.params import EditParams
@@ -330,7 +331,7 @@ def test_editor_wires_the_options(dit):
 def test_editor_offload_option():
     from sama_rt.editor import Editor
 
-    streamed = Editor.from_config("tiny", seed=0, offload="blocks")
+    streamed = Editor.from_config("tiny", seed=0, runtime=RuntimeOptions(offload="blocks"))
     plain = Editor.from_config("tiny", seed=0)
     assert streamed.dit._block_offloader is not None and getattr(plain.dit, "_block_offloader", None) is None
     src, noise, sem, ctx, neg = _inputs()
@@ -339,7 +340,7 @@ def test_editor_offload_option():
     for a, b in zip(got, plain.denoise(noise, sem, src, ctx, neg, params)):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     with pytest.raises(ValueError, match="offload"):
-        Editor.from_config("tiny", offload="disk")
+        RuntimeOptions(offload="disk")
 
 
 def test_compile_is_refused_off_cuda(dit):
