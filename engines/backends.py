@@ -156,6 +156,10 @@ class OnnxRuntimeGraph:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
+        # onnxruntime's idle worker threads spin by default; between graph calls torch runs
+        # (the Euler step, a reference, the other models), and spinning threads take its cores
+        # (measured: a torch step beside an idle session ran 2x slower on 2 cores).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(onnx_path)
         self.session = ort.InferenceSession(
             str(self.path), so, providers=list(providers or ["CPUExecutionProvider"]),

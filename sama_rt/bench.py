@@ -59,6 +59,24 @@ class BenchConfig:
 
         EditParams(cache_threshold=self.cache_threshold, cfg_skip_after=self.cfg_skip_after, solver=self.solver)
         self.runtime.check_device(self.device)
+        from .engines.backends import Backend
+
+        backend = Backend.parse(self.backend)
+        object.__setattr__(self, "backend", backend.value)
+        if backend is Backend.TENSORRT:
+            from .engines.tensorrt_adapter import tensorrt_status
+
+            ok, why = tensorrt_status()
+            raise ValueError(f"TensorRT cannot run here: {why}" if not ok else
+                             "sama-rt bench does not time TensorRT engines; use trtexec --loadEngine")
+        if backend is Backend.ONNXRUNTIME:
+            # The exported float32 graph on onnxruntime's CPU provider, called as the plain
+            # model (batch-2 CFG, nothing cached): what `--backend onnxruntime` edits run.
+            if self.device != "cpu" or self.dtype != "float32":
+                raise ValueError("--backend onnxruntime runs the float32 graph on CPU (--device cpu --dtype float32)")
+            if not self.runtime.is_default or self.cache_threshold > 0 or self.cfg_skip_after < 1 \
+                    or (self.ulysses, self.ring, self.cfg_parallel) != (1, 1, False):
+                raise ValueError("--backend onnxruntime is timed without runtime options, approximations or parallelism")
         if self.compare_reference and self.runtime.fp8_linear:
             # The reference would run the same FP8 layers; the FP8 error against the exact
             # model is measured by benchmarks/fp8_linear.py.
@@ -216,8 +234,6 @@ def run_bench(bc: BenchConfig) -> dict:
     from .reference import official_guided_step
     from .sampling import flow_match_sigmas
 
-    if bc.backend != "torch":
-        raise ValueError(f"backend {bc.backend!r} is not benchmarked yet; use --backend torch")
     device = torch.device(bc.device)
     dtype = getattr(torch, bc.dtype)
     cfg = DiTConfig.preset(bc.config)
@@ -250,6 +266,8 @@ def run_bench(bc: BenchConfig) -> dict:
     start = clock.now()
     if groups is not None:
         predictor = ParallelGuidedPredictor(dit, source, context, negative, bc.cfg_scale, groups)
+    elif bc.backend == "onnxruntime":
+        predictor = _onnxruntime_predictor(bc, dit, source, context, negative)
     else:
         predictor = wrap_predictor(GuidedPredictor(dit, source, context, negative, bc.cfg_scale), bc.runtime)
     result["prepare_s"] = clock.now() - start
@@ -289,6 +307,21 @@ def run_bench(bc: BenchConfig) -> dict:
         result["max_abs_diff"] = float((ours - ref_out).abs().max())
         result["reference_max_abs"] = float(ref_out.abs().max())
     return result
+
+
+def _onnxruntime_predictor(bc: BenchConfig, dit, source, context, negative):
+    """CFG steps through the DiT exported from these weights (exported once, then cached)."""
+    from .engines.backends import OnnxRuntimeDiT
+    from .runners import DIT_GRAPH, export_cache_dir, export_in_memory
+    from .sampling import guided_velocity
+
+    onnx_dir = export_in_memory(export_cache_dir(f"{bc.config}-dit-only", bc.seed), dit)
+    runner = OnnxRuntimeDiT(onnx_dir / DIT_GRAPH, dit.config)
+
+    def predictor(x, s, timestep):
+        return guided_velocity(runner, x, s, timestep, source, context, negative, bc.cfg_scale)
+
+    return predictor
 
 
 def _device_name(device: torch.device) -> str:
@@ -335,7 +368,8 @@ def register(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
-    p.add_argument("--backend", default="torch", choices=["torch"])
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="onnxruntime: the exported float32 DiT graph on CPU (exported once, cached)")
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--peak-tflops", type=float, default=None,

@@ -102,8 +102,9 @@ def export_cache_dir(name: str, seed: int) -> Path:
     return root / "onnx" / f"{name}-seed{seed}-{key}"
 
 
-def export_in_memory(out_dir: Path, dit, text_encoder, vae) -> Path:
-    """Export the given (random-weight) torch models once, into a cache folder."""
+def export_in_memory(out_dir: Path, dit, text_encoder=None, vae=None) -> Path:
+    """Export the given (random-weight) torch models once, into a cache folder (the DiT
+    alone when the others are None: give such a folder its own cache key)."""
     from .export.dit import export_dit
     from .export.manifest import write_manifest
     from .export.options import ExportOptions
@@ -114,10 +115,13 @@ def export_in_memory(out_dir: Path, dit, text_encoder, vae) -> Path:
         return out_dir
     staging = out_dir.with_name(out_dir.name + f".partial-{os.getpid()}")
     staging.mkdir(parents=True, exist_ok=True)
-    logger.info("exporting the %s graphs to %s (once)", "tiny", out_dir)
+    logger.info("exporting the graphs to %s (once)", out_dir)
     options = ExportOptions(out_dir=staging, dtype="fp32")
-    records = [export_dit(options, module=dit), export_text_encoder(options, module=text_encoder),
-               *export_vae(options, module=vae)]
+    records = [export_dit(options, module=dit)]
+    if text_encoder is not None:
+        records.append(export_text_encoder(options, module=text_encoder))
+    if vae is not None:
+        records += export_vae(options, module=vae)
     write_manifest(options, records)
     try:
         os.replace(staging, out_dir)
