@@ -357,6 +357,7 @@ def format_result(r: dict) -> str:
 
 def register(sub) -> None:
     from .cli import add_approximation_arguments, add_parallel_arguments, add_runtime_arguments
+    from .models.attention import attention_backend_names
 
     p = sub.add_parser("bench", help="time the DiT step at real shapes with random weights")
     p.add_argument("--config", default="tiny", choices=["tiny", "medium", "sama-14b"])
@@ -367,7 +368,7 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
+    p.add_argument("--attention", default="auto", choices=attention_backend_names())
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                    help="onnxruntime: the exported float32 DiT graph on CPU (exported once, cached)")
     p.add_argument("--compare-reference", action="store_true")

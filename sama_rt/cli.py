@@ -48,6 +48,8 @@ def _torch_dtype(name: str):
 
 # -- edit ---------------------------------------------------------------------------------
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    from .models.attention import attention_backend_names
+
     g = p.add_argument_group("model")
     g.add_argument("--wan-dir", type=Path, help="Wan2.1-T2V-14B directory (shards, umT5, VAE, tokenizer)")
     g.add_argument("--sama-checkpoint", type=Path, help="SAMA-14B .safetensors")

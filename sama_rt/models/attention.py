@@ -9,6 +9,8 @@ that contract:
   (flash / memory-efficient kernels on GPU, the fused CPU kernel here).
 - `triton`: the fused anchor-attention kernel (RoPE in-kernel, anchors collapsed to one
   virtual key); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1.
+- `triton-fp8`: the same kernel with q.k and p.v in float8 e4m3 (per-block scales); an
+  approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ class AttentionBackend(Choice):
     REFERENCE = "reference"
     SDPA = "sdpa"
     TRITON = "triton"
+    TRITON_FP8 = "triton-fp8"
+
+    @property
+    def uses_triton(self) -> bool:
+        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_FP8)
+
+
+def attention_backend_names() -> list[str]:
+    """What --attention accepts."""
+    return ["auto"] + [backend.value for backend in AttentionBackend]
 
 
 def triton_available() -> tuple[bool, str]:
@@ -52,10 +64,10 @@ def select_attention_backend(
     device = torch.device(device)
     if requested != "auto":
         backend = AttentionBackend.parse(requested, also_valid=("auto",))
-        if backend is AttentionBackend.TRITON:
+        if backend.uses_triton:
             ok, why = triton_available()
             if not ok:
-                raise RuntimeError(f"attention backend 'triton' cannot run here: {why}")
+                raise RuntimeError(f"attention backend {backend.value!r} cannot run here: {why}")
         return backend
     if device.type == "cuda":
         ok, why = triton_available()
@@ -120,10 +132,11 @@ def anchor_self_attention(
     """
     if callable(backend):
         return backend(q, k, v, cos, sin, num_anchor)
-    if backend is AttentionBackend.TRITON:
+    if backend.uses_triton:
         from ..kernels import anchor_attention
 
-        return anchor_attention(q, k, v, cos, sin, num_anchor)
+        precision = "fp8" if backend is AttentionBackend.TRITON_FP8 else "native"
+        return anchor_attention(q, k, v, cos, sin, num_anchor, precision=precision)
     cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
     q = apply_rope(q, cos_l, sin_l)
     k = apply_rope(k, cos_l, sin_l)
