@@ -249,6 +249,7 @@ def run_bench(bc: BenchConfig) -> dict:
     dit = build_dit(cfg, dtype=dtype, device=bc.runtime.load_device(device), seed=bc.seed)
     prepare_dit(dit, device, bc.runtime)
     dit.with_attention(select_attention_backend(bc.attention, device, cfg.head_dim, dtype))
+    attention_used = dit.attention.value  # what "auto" resolved to
     shape = latent_shape(bc.frames, bc.height, bc.width)
     source, noise, semantic, context, negative = random_dit_inputs(
         cfg, shape, bc.seed, bc.num_anchor, bc.prompt_tokens, device=device)
@@ -256,7 +257,8 @@ def run_bench(bc: BenchConfig) -> dict:
     grid = token_grid(cfg, shape)
     batch = 2 if bc.cfg_scale != 1.0 else 1
     flops = dit_forward_flops(cfg, grid, bc.num_anchor, TEXT_LEN, batch)
-    result = {"bench": asdict(bc), "device_name": _device_name(device), "sequence_length": 2 * grid[0] * grid[1] * grid[2] + bc.num_anchor,
+    result = {"bench": asdict(bc), "device_name": _device_name(device), "attention_backend": attention_used,
+              "sequence_length": 2 * grid[0] * grid[1] * grid[2] + bc.num_anchor,
               "flops_per_step": flops}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -339,7 +341,8 @@ def format_result(r: dict) -> str:
         f"  {b['device']} {b['dtype']}  ({r['device_name']})",
         f"per step      {r['per_step_s']:.4f} s   {r['tflops']:.3f} TFLOP/s  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)"
         + (f"   MFU {r['mfu']:.1%} of {r['peak_tflops']:g}" if r.get("mfu") else ""),
-        f"runtime       {RuntimeOptions(**b['runtime']).describe()}",
+        f"runtime       {RuntimeOptions(**b['runtime']).describe()}, attention {r['attention_backend']}, "
+        f"backend {b['backend']}",
         f"prepare       {r['prepare_s']:.4f} s  (once per edit)",
         f"peak memory   {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['memory_kind']})",
     ]

@@ -12,6 +12,7 @@
 #
 # Each section has its own timeout; DEADLINE_S (default 570) stops starting new sections
 # once that many seconds have passed, so one call fits a 600 s command limit.
+# Then `python scripts/gpu_report.py $OUT` prints the Markdown for docs/BENCHMARKS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}

@@ -1,0 +1,124 @@
+"""Turn the outputs of scripts/gpu_checks.sh into Markdown for docs/BENCHMARKS.md.
+
+    python scripts/gpu_report.py gpu-results [--date 2026-11-27]
+
+Reads what the sections left (JSON on stdout, return codes in summary.txt) and prints one
+block: the device and date, the section outcomes, the anchor-attention kernel against
+flash SDPA, the 14B step per variant (s/step, TFLOP/s, MFU, peak memory, and the official
+step where it ran) and the FP8 linear error. Sections that failed or did not run are listed
+as such, never left out silently.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+STEP_SECTIONS = ("step49", "reference49", "step81", "fp8graphs49", "fp8attn49", "compile49", "offload49", "fastest49")
+
+
+def _load(folder: Path, name: str):
+    """The section's JSON output, or None when it has none (failed, skipped, not run)."""
+    path = folder / f"{name}.out"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def outcomes(folder: Path) -> list[str]:
+    path = folder / "summary.txt"
+    return [line.strip("= \n") for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def attention_table(result: dict) -> list[str]:
+    lines = [f"Anchor attention, B={result['batch']}, {result['heads']} heads, d={result['head_dim']}, "
+             f"{result['dtype']}, {result['num_anchor']} anchors (torch {result['torch']}, triton {result['triton']})", "",
+             "| shape | heads checked | triton err | flash err | fp8 err (bound) | passed |", "|---|---|---|---|---|---|"]
+    for c in result["checks"]:
+        fp8 = "-" if c["fp8_err"] is None else f"{c['fp8_err']:.2e} ({c['fp8_bound']:.2e})"
+        lines.append(f"| {c['shape']} | {c['heads_checked']} | {c['triton_err']:.2e} | {c['flash_err']:.2e} | {fp8} | "
+                     f"{c['passed']} |")
+    flash = {t["shape"]: t["ms"] for t in result["timings"] if t["method"].startswith("sdpa flash")}
+    lines += ["", "| shape | method | ms | TFLOP/s | vs flash | peak GiB |", "|---|---|---|---|---|---|"]
+    for t in result["timings"]:
+        ratio = f"{flash[t['shape']] / t['ms']:.2f}x" if t["shape"] in flash else "-"
+        lines.append(f"| {t['shape']} | {t['method']} | {t['ms']:.2f} | {t['tflops']:.1f} | {ratio} | "
+                     f"{t['peak_mem_gib']:.2f} |")
+    return lines
+
+
+def _runtime(bench: dict) -> str:
+    on = [k for k in ("fp8_linear", "compile_blocks", "cuda_graphs") if bench["runtime"].get(k)]
+    if bench["runtime"].get("offload", "none") != "none":
+        on.insert(0, f"offload={bench['runtime']['offload']}")
+    return ", ".join(on) or "default"
+
+
+def step_table(results: dict[str, dict]) -> list[str]:
+    lines = ["| section | config | frames | resolution | sequence | attention | runtime | s/step | TFLOP/s | MFU | peak GiB "
+             "| official s/step | speedup | max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        b = r["bench"]
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "-"
+        ref = ("-", "-", "-")
+        if "reference_per_step_s" in r:
+            ref = (f"{r['reference_per_step_s']:.3f}", f"{r['speedup']:.2f}x",
+                   f"{r['max_abs_diff']:.2e} (of {r['reference_max_abs']:.2g})")
+        attention = r.get("attention_backend", b["attention"])
+        lines.append(f"| {name} | {b['config']} | {b['frames']} | {b['height']}x{b['width']} | {r['sequence_length']} | "
+                     f"{attention} | {_runtime(b)} | "
+                     f"{r['per_step_s']:.3f} | {r['tflops']:.1f} | {mfu} | {r['peak_memory_bytes'] / 2**30:.1f} | "
+                     + " | ".join(ref) + " |")
+    return lines
+
+
+def fp8_table(rows: list[dict]) -> list[str]:
+    lines = ["| config | precision | s/step | velocity vs bf16 (rel L2) | latents vs bf16 (rel L2) |", "|---|---|---|---|---|"]
+    for r in rows:
+        v = r.get("velocity_vs_bf16", {}).get("rel_l2")
+        x = r.get("latents_vs_bf16", {}).get("rel_l2")
+        lines.append(f"| {r['config']} | {r['precision']} | {r['per_step_s']:.3f} | "
+                     f"{'-' if v is None else f'{v:.2e}'} | {'-' if x is None else f'{x:.2e}'} |")
+    return lines
+
+
+def report(folder: Path, date: str) -> str:
+    steps = {name: r for name in STEP_SECTIONS if (r := _load(folder, name)) is not None}
+    attention = _load(folder, "attention")
+    device = (attention or {}).get("device") or next((r["device_name"] for r in steps.values()), "unknown device")
+    lines = [f"### {device}, {date}", "", "Sections (`scripts/gpu_checks.sh`): "
+             + ("; ".join(outcomes(folder)) or "no summary.txt"), ""]
+    if attention is not None:
+        lines += attention_table(attention) + [""]
+    if steps:
+        lines += ["DiT step, random weights, CFG batch 2 (`sama-rt bench`):", ""]
+        lines += step_table(steps) + [""]
+    fp8 = _load(folder, "fp8error")
+    if fp8:
+        lines += ["FP8 linear layers at the 14B shape (`benchmarks/fp8_linear.py`):", ""] + fp8_table(fp8) + [""]
+    missing = [n for n in ("attention", *STEP_SECTIONS, "fp8error") if _load(folder, n) is None]
+    if missing:
+        lines.append("No results from: " + ", ".join(missing) + " (see their .err files).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--date", default=datetime.date.today().isoformat())
+    args = ap.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"{args.folder}: no such folder (the $OUT of scripts/gpu_checks.sh)", file=sys.stderr)
+        return 2
+    print(report(args.folder, args.date))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

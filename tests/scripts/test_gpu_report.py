@@ -1,0 +1,50 @@
+"""scripts/gpu_report.py reads what scripts/gpu_checks.sh leaves. Its inputs here are real
+outputs of the same producers (run_bench, benchmarks/fp8_linear.py, the dataclasses of
+benchmarks/attention.py), so a change of their format breaks this test, not a GPU session."""
+import importlib.util
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from sama_rt.bench import BenchConfig, run_bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module(path: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{Path(path).stem}", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_from_real_outputs(tmp_path):
+    report = _module("scripts/gpu_report.py")
+    attention = _module("benchmarks/attention.py")
+    fp8 = _module("benchmarks/fp8_linear.py")
+    import torch
+
+    small = dict(config="tiny", frames=5, height=48, width=64, steps=1)
+    (tmp_path / "step49.out").write_text(json.dumps(run_bench(BenchConfig(**small))))
+    (tmp_path / "reference49.out").write_text(json.dumps(run_bench(BenchConfig(**small, compare_reference=True))))
+    (tmp_path / "attention.out").write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
+        "dtype": "torch.bfloat16", "num_anchor": 65,
+        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True))],
+        "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0)),
+                    asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
+    }))
+    (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
+    (tmp_path / "step81.out").write_text("Traceback: CUDA out of memory")  # a failed section
+    (tmp_path / "summary.txt").write_text("== step49: rc=0 in 40s (limit 150s)\n== step81: rc=1 in 9s (limit 200s)\n")
+
+    text = report.report(tmp_path, "2026-11-27")
+    assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
+    assert "step81: rc=1" in text and "No results from: step81," in text
+    assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
+    assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
+    assert "| tiny | fp8 | " in text and "| tiny | bf16 | " in text
+    assert report.main([str(tmp_path / "missing")]) == 2
