@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from .acceleration.runtime import RuntimeOptions, prepare_dit, wrap_predictor
+from .acceleration.runtime import RuntimeOptions, prepare_dit, prepare_text_encoder, wrap_predictor
 from .guided import GuidedPredictor
 from .models.attention import select_attention_backend
 from .parallel.config import ParallelConfig
@@ -238,7 +238,8 @@ class Editor:
         # Check every file before loading the biggest one.
         tokenizer = PromptTokenizer.from_pretrained(files["umT5 tokenizer"])
         vae = load_vae(files["Wan VAE"], dtype=dtype, device=device)
-        text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=device)
+        text_encoder = load_text_encoder(files["umT5 encoder"], dtype=dtype, device=runtime.load_device(device))
+        text_encoder = prepare_text_encoder(text_encoder, device, runtime)
         dit = load_dit([wan_dir, files["SAMA checkpoint"]], dtype=dtype, device=runtime.load_device(device))
         prepare_dit(dit, device, runtime)
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
@@ -318,13 +319,14 @@ class Editor:
         with torch.device("meta"):
             text_encoder = UMT5Encoder(text_cfg)
             vae = WanVAE(vae_cfg)
-        init_random_weights(text_encoder, seed=seed + 1, dtype=dtype, device=device)
+        init_random_weights(text_encoder, seed=seed + 1, dtype=dtype, device=runtime.load_device(device))
         init_random_weights(vae, seed=seed + 2, dtype=dtype, device=device)
         if backend == "onnxruntime" and onnx_dir is None:
             from .runners import export_cache_dir, export_in_memory
 
             onnx_dir = export_in_memory(export_cache_dir(name, seed), dit, text_encoder, vae)
         prepare_dit(dit, device, runtime)
+        text_encoder = prepare_text_encoder(text_encoder, device, runtime)
         return cls(dit, text_encoder, tokenizer, vae, attention=attention, parallel=parallel,
                    backend=backend, onnx_dir=onnx_dir, runtime=runtime)
 

@@ -1,6 +1,8 @@
 """Low-memory mode: the DiT blocks' weights stay in host memory and stream to the device.
 
-For 24-48 GB cards: the 14B DiT's 40 blocks are ~28 GB in bf16, everything else is small.
+For 24-48 GB cards: the 14B DiT's 40 blocks are ~28 GB in bf16, the rest of the DiT is
+small, and the umT5 encoder (11 GB, used once per edit) visits the device only while it
+encodes the prompts (`ModuleOnDemand`).
 With the offloader only the block running and the next one are on the device. The next
 block's copy is queued on a side CUDA stream as soon as a block starts, from pinned host
 memory, so it overlaps that block's compute (a 14B block is ~0.7 GB: ~30 ms over PCIe 4
@@ -138,6 +140,42 @@ class BlockOffloader:
         self._ready.clear()
         self.active = None
         self._dit._block_offloader = None
+
+
+class ModuleOnDemand:
+    """A whole module kept in host memory that visits the device for each call.
+
+    For models used once per edit, like the umT5 encoder (11 GB in bf16: on a 24 GB card
+    it would not leave room for the DiT's activations). Its weights are copied in from
+    pinned memory right before the call and dropped right after; the copies and the compute
+    are queued on the same stream, so the device memory returns to the allocator only
+    once the work that reads it is ordered before any reuse. `device` is where it computes.
+    """
+
+    def __init__(self, module: nn.Module, device):
+        self.module = module
+        self.device = torch.device(device)
+        self._host: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for t in list(module.parameters()) + list(module.buffers()):
+            host = t.data.to("cpu")
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            t.data = host
+            self._host.append((t, host))
+        self.visits = 0
+
+    def __call__(self, *args, **kwargs):
+        for t, host in self._host:
+            t.data = host.to(self.device, non_blocking=True)
+        try:
+            return self.module(*args, **kwargs)
+        finally:
+            for t, host in self._host:
+                t.data = host
+            self.visits += 1
+
+    def __getattr__(self, name):  # config, dtype, ... of the wrapped module
+        return getattr(self.module, name)
 
 
 def enable_block_offload(dit: nn.Module, device) -> BlockOffloader:

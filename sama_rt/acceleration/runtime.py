@@ -2,8 +2,9 @@
 
 None of these changes what is computed except `fp8_linear` (an approximation, measured in
 docs/BENCHMARKS.md); `compile_blocks` changes float rounding only (fused elementwise work).
-They act at two moments: on the loaded model (`prepare_dit`: FP8 weights, compilation,
-block streaming) and on each edit's per-step predictor (`wrap_predictor`: CUDA graphs).
+They act at two moments: on the loaded models (`prepare_dit`: FP8 weights, compilation,
+block streaming; `prepare_text_encoder`: kept in host memory in the low-memory mode) and on
+each edit's per-step predictor (`wrap_predictor`: CUDA graphs).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from .offload import Offload
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    offload: str = "none"  # "blocks": low-memory mode, DiT blocks streamed from host memory
+    offload: str = "none"  # "blocks": low-memory mode, DiT blocks streamed from host memory,
+    # the text encoder on the device only while it encodes
     fp8_linear: bool = False  # block linear layers as e4m3 GEMMs (approximate; sm_89+ on CUDA)
     compile_blocks: bool = False  # torch.compile each block (CUDA only)
     cuda_graphs: bool = False  # capture each step as a CUDA graph per shape (CUDA only)
@@ -72,6 +74,16 @@ def prepare_dit(dit, device, options: RuntimeOptions):
 
         compile_blocks(dit)
     return dit
+
+
+def prepare_text_encoder(text_encoder, device, options: RuntimeOptions):
+    """The text encoder as the Editor should call it: in the low-memory mode it stays in host
+    memory (loaded at `options.load_device(device)`) and visits `device` per call."""
+    if not options.streams_blocks:
+        return text_encoder
+    from .offload import ModuleOnDemand
+
+    return ModuleOnDemand(text_encoder, device)
 
 
 def wrap_predictor(predictor, options: RuntimeOptions):

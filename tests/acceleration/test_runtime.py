@@ -127,3 +127,34 @@ def test_editor_with_cuda_graphs_matches_the_eager_editor():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="step caching"):
         graphed.denoise(noise, sem, src, ctx, neg, EditParams(steps=3, cache_threshold=0.1))
+
+
+def test_low_memory_mode_keeps_the_text_encoder_in_host_memory():
+    from sama_rt.acceleration.offload import ModuleOnDemand
+    from sama_rt.editor import Editor
+
+    low = Editor.from_config("tiny", seed=0, runtime=RuntimeOptions(offload="blocks"))
+    plain = Editor.from_config("tiny", seed=0)
+    assert isinstance(low.text_encoder, ModuleOnDemand) and low.text_encoder.device == torch.device("cpu")
+    got = low.encode_prompts("[Video edit] make it snow", "[Video edit]")
+    want = plain.encode_prompts("[Video edit] make it snow", "[Video edit]")
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)  # same weights, same operations
+    assert low.text_encoder.visits == 1
+    assert all(t.data_ptr() == host.data_ptr() for t, host in low.text_encoder._host)  # back on the host copies
+
+
+@needs_cuda
+def test_module_on_demand_visits_the_gpu_only_during_the_call():
+    from sama_rt.acceleration.offload import ModuleOnDemand
+
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
+    x = torch.randn(5, 64)
+    want = module(x)
+    seen = []
+    module.register_forward_pre_hook(lambda m, args: seen.append(m[0].weight.device.type))
+    on_demand = ModuleOnDemand(module, "cuda")
+    got = on_demand(x.cuda())
+    assert seen == ["cuda"] and got.is_cuda
+    assert all(p.device.type == "cpu" and p.is_pinned() for p in module.parameters())
+    torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)  # float32 GEMMs on another device
