@@ -34,7 +34,7 @@ class BenchConfig:
     attention: str = "auto"
     backend: str = "torch"
     compare_reference: bool = False
-    dit_only: bool = False
+    stages: bool = False  # also time one whole edit (text, VAE encode, denoise, VAE decode)
     num_anchor: int = 65
     prompt_tokens: int = 24  # real tokens of the positive prompt; the negative has 4
     seed: int = 0
@@ -69,6 +69,8 @@ class BenchConfig:
             ok, why = tensorrt_status()
             raise ValueError(f"TensorRT cannot run here: {why}" if not ok else
                              "sama-rt bench does not time TensorRT engines; use trtexec --loadEngine")
+        if self.stages and (backend is not Backend.TORCH or (self.ulysses, self.ring, self.cfg_parallel) != (1, 1, False)):
+            raise ValueError("--stages times the torch backend in one process")
         if backend is Backend.ONNXRUNTIME:
             # The exported float32 graph on onnxruntime's CPU provider, called as the plain
             # model (batch-2 CFG, nothing cached): what `--backend onnxruntime` edits run.
@@ -246,9 +248,17 @@ def run_bench(bc: BenchConfig) -> dict:
         )
         device = groups.device if groups is not None else device
     clock = _Clock(device)
-    dit = build_dit(cfg, dtype=dtype, device=bc.runtime.load_device(device), seed=bc.seed)
-    prepare_dit(dit, device, bc.runtime)
-    dit.with_attention(select_attention_backend(bc.attention, device, cfg.head_dim, dtype))
+    editor = None
+    if bc.stages:  # the Editor's DiT (same seed, same weights) serves the step timing too
+        from .editor import Editor
+
+        editor = Editor.from_config(bc.config, seed=bc.seed, device=device, dtype=dtype, attention=bc.attention,
+                                    runtime=bc.runtime)
+        dit = editor.dit
+    else:
+        dit = build_dit(cfg, dtype=dtype, device=bc.runtime.load_device(device), seed=bc.seed)
+        prepare_dit(dit, device, bc.runtime)
+        dit.with_attention(select_attention_backend(bc.attention, device, cfg.head_dim, dtype))
     attention_used = dit.attention.value  # what "auto" resolved to
     shape = latent_shape(bc.frames, bc.height, bc.width)
     source, noise, semantic, context, negative = random_dit_inputs(
@@ -296,6 +306,8 @@ def run_bench(bc: BenchConfig) -> dict:
     result["peak_tflops"] = peak
     result["mfu"] = result["tflops"] / peak if peak else None
     result.update(_peak_memory(device))
+    if editor is not None:
+        result["stages"] = _time_stages(editor, bc)
 
     if bc.compare_reference:
         def reference(x, s, t):
@@ -309,6 +321,24 @@ def run_bench(bc: BenchConfig) -> dict:
         result["max_abs_diff"] = float((ours - ref_out).abs().max())
         result["reference_max_abs"] = float(ref_out.abs().max())
     return result
+
+
+def _time_stages(editor, bc: BenchConfig) -> dict:
+    """One edit of a synthetic clip of bc.frames frames near bc.height x bc.width through
+    Editor.edit: seconds per stage, after a one-step warm-up edit when bc.warmup > 0."""
+    from .params import EditParams
+    from .video.synth import synth_frames
+
+    frames = synth_frames(bc.frames, (bc.width, bc.height))
+    params = EditParams(steps=bc.steps, cfg_scale=bc.cfg_scale, pixel_budget=bc.height * bc.width,
+                        window=max(bc.frames, 81), cache_threshold=bc.cache_threshold,
+                        cfg_skip_after=bc.cfg_skip_after, solver=bc.solver)
+    if bc.warmup > 0:
+        editor.edit(frames, "bench", params.replace(steps=1))
+    edited = editor.edit(frames, "bench", params)
+    stages = {k: v for k, v in edited.timings.items() if not isinstance(v, list)}
+    stages["edited_resolution"] = f"{edited.frames.shape[1]}x{edited.frames.shape[2]}"
+    return stages
 
 
 def _onnxruntime_predictor(bc: BenchConfig, dit, source, context, negative):
@@ -352,6 +382,10 @@ def format_result(r: dict) -> str:
                      f"cached, {r['block_evaluations']} block evaluations")
     if "parallel" in r:
         lines.insert(1, f"parallel      {r['parallel']} (times of rank 0)")
+    if "stages" in r:
+        stages = {k: v for k, v in r["stages"].items() if isinstance(v, float)}
+        lines.append(f"edit stages   ({r['stages']['edited_resolution']}) "
+                     + "  ".join(f"{k} {v:.3f} s" for k, v in stages.items()))
     if "reference_per_step_s" in r:
         lines.append(f"reference     {r['reference_per_step_s']:.4f} s/step   speedup {r['speedup']:.2f}x   "
                      f"max |diff| {r['max_abs_diff']:.3g} (outputs up to {r['reference_max_abs']:.3g})")
@@ -376,6 +410,8 @@ def register(sub) -> None:
                    help="onnxruntime: the exported float32 DiT graph on CPU (exported once, cached)")
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--stages", action="store_true",
+                   help="also time one whole edit of a synthetic clip: text, VAE encode, denoise, VAE decode")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="dense bf16 peak of the GPU for MFU (default: looked up from the GPU name)")
     add_runtime_arguments(p)
@@ -399,7 +435,7 @@ def cmd_bench(args) -> int:
                          ulysses=args.ulysses, ring=args.ring, cfg_parallel=args.cfg_parallel,
                          parallel_timeout_s=args.parallel_timeout, cache_threshold=args.cache_threshold,
                          cfg_skip_after=args.cfg_skip_after, solver=args.solver,
-                         runtime=runtime_options(args, device), peak_tflops=args.peak_tflops)
+                         runtime=runtime_options(args, device), peak_tflops=args.peak_tflops, stages=args.stages)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:

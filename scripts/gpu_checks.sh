@@ -5,13 +5,16 @@
 #   bash scripts/gpu_checks.sh core    # ~6 min on one H100: kernel tests compiled for real,
 #                                      # kernel vs SDPA at the real shapes, the 14B step
 #                                      # (Triton and SDPA + the official step) at 49 frames
-#   bash scripts/gpu_checks.sh extra   # ~7 min: 81 frames, FP8 linears + CUDA graphs, FP8
+#   bash scripts/gpu_checks.sh extra   # ~9 min: 81 frames, a whole 14B edit's stages (umT5,
+#                                      # VAE, denoise), FP8 linears + CUDA graphs, FP8
 #                                      # attention, FP8 linear error at 14B, torch.compile,
 #                                      # the low-memory mode, everything together
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # Each section has its own timeout; DEADLINE_S (default 570) stops starting new sections
-# once that many seconds have passed, so one call fits a 600 s command limit.
+# once that many seconds have passed, so one call fits a 600 s command limit. Sections run
+# in priority order: with 15 minutes of device time, run `core`, then `extra` with
+# DEADLINE_S set to the time left minus a minute (it skips what does not fit, and says so).
 # Then `python scripts/gpu_report.py $OUT` prints the Markdown for docs/BENCHMARKS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,7 @@ TIMEOUT[attention]=200; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[step49]=150;  CMD[step49]="$bench14 --frames 49"
 TIMEOUT[reference49]=200; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference"
 TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
+TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
 TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
@@ -39,7 +43,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 reference49"
-GROUP[extra]="setup step81 fp8graphs49 fp8attn49 fp8error compile49 offload49 fastest49"
+GROUP[extra]="setup step81 stages49 fp8graphs49 fp8attn49 fp8error compile49 offload49 fastest49"
 
 sections=()
 for arg in "${@:-core}"; do

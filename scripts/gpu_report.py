@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "reference49", "step81", "fp8graphs49", "fp8attn49", "compile49", "offload49", "fastest49")
+STEP_SECTIONS = ("step49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "compile49", "offload49", "fastest49")
 
 
 def _load(folder: Path, name: str):
@@ -78,6 +78,17 @@ def step_table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def stage_table(results: dict[str, dict]) -> list[str]:
+    lines = []
+    for name, r in results.items():
+        if "stages" in r:
+            stages = {k: v for k, v in r["stages"].items() if isinstance(v, float)}
+            lines += [f"Whole edit ({name}, {r['bench']['steps']} steps, edited at {r['stages']['edited_resolution']}):", "",
+                      "| " + " | ".join(stages) + " |", "|" + "---|" * len(stages),
+                      "| " + " | ".join(f"{v:.2f} s" for v in stages.values()) + " |", ""]
+    return lines
+
+
 def fp8_table(rows: list[dict]) -> list[str]:
     lines = ["| config | precision | s/step | velocity vs bf16 (rel L2) | latents vs bf16 (rel L2) |", "|---|---|---|---|---|"]
     for r in rows:
@@ -98,7 +109,7 @@ def report(folder: Path, date: str) -> str:
         lines += attention_table(attention) + [""]
     if steps:
         lines += ["DiT step, random weights, CFG batch 2 (`sama-rt bench`):", ""]
-        lines += step_table(steps) + [""]
+        lines += step_table(steps) + [""] + stage_table(steps)
     fp8 = _load(folder, "fp8error")
     if fp8:
         lines += ["FP8 linear layers at the 14B shape (`benchmarks/fp8_linear.py`):", ""] + fp8_table(fp8) + [""]

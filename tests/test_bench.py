@@ -67,7 +67,16 @@ def test_onnxruntime_backend_times_the_exported_graph(tmp_path, monkeypatch):
     assert any(tmp_path.rglob("dit.onnx"))  # exported once into the cache
 
 
+def test_stages_time_one_whole_edit():
+    r = run_bench(BenchConfig(config="tiny", frames=5, height=64, width=96, steps=1, warmup=0, stages=True))
+    stages = r["stages"]
+    for stage in ("text", "vae_encode", "denoise", "vae_decode"):
+        assert stages[stage] > 0
+    assert stages["edited_resolution"] == "64x96"  # the bench's resolution is the edited bucket
+
+
 @pytest.mark.parametrize("kwargs,message", [
+    ({"backend": "onnxruntime", "stages": True}, "torch backend in one process"),
     ({"backend": "onnxruntime", "dtype": "bfloat16"}, "float32 graph on CPU"),
     ({"backend": "onnxruntime", "cache_threshold": 0.1}, "without runtime options"),
     ({"backend": "tensorrt"}, "TensorRT"),
