@@ -43,6 +43,7 @@ def collect_info() -> dict:
 
         ort_providers = onnxruntime.get_available_providers()
     triton_ok, triton_why = triton_available()
+    fp8_ok, fp8_why = _fp8_support(cuda)
     trt_ok = packages["tensorrt"]["version"] is not None and cuda
     info["backends"] = {
         "torch": {"available": True, "why": f"torch on {'CUDA and CPU' if cuda else 'CPU'}"},
@@ -63,8 +64,30 @@ def collect_info() -> dict:
         "reference": {"available": True, "why": "plain torch, float32"},
         "sdpa": {"available": True, "why": "torch scaled_dot_product_attention"},
         "triton": {"available": triton_ok, "why": triton_why},
+        # Without CUDA, Triton is available only as the CPU interpreter, which runs fp8 too.
+        "triton-fp8": {"available": triton_ok and (fp8_ok or not cuda),
+                       "why": fp8_why if triton_ok and cuda else triton_why},
+    }
+    info["runtime"] = {
+        "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},
+        "fp8_linear": {"available": True, "why": fp8_why if cuda else "torch._scaled_mm on CPU (emulated: "
+                       "for error checks, not speed)"},
+        "compile": {"available": cuda, "why": "torch.compile on CUDA" if cuda else "CUDA only"},
+        "cuda_graphs": {"available": cuda, "why": "CUDA graphs per shape" if cuda else "CUDA only"},
     }
     return info
+
+
+def _fp8_support(cuda: bool) -> tuple[bool, str]:
+    """Whether the first GPU has float8 e4m3 tensor cores (compute capability 8.9+)."""
+    import torch
+
+    if not cuda:
+        return False, "no CUDA GPU"
+    capability = torch.cuda.get_device_capability(0)
+    if capability < (8, 9):
+        return False, f"float8 needs compute capability 8.9+ (this GPU: {capability[0]}.{capability[1]})"
+    return True, f"float8 e4m3 tensor cores (compute capability {capability[0]}.{capability[1]})"
 
 
 def format_info(info: dict) -> str:
@@ -78,7 +101,7 @@ def format_info(info: dict) -> str:
     lines.append("packages:")
     for name, p in info["packages"].items():
         lines.append(f"  {name:<14} {p['version'] or 'missing  (' + (p['error'] or '') + ')'}")
-    for group in ("backends", "attention"):
+    for group in ("backends", "attention", "runtime"):
         lines.append(f"{group}:")
         for name, b in info[group].items():
             mark = "yes" if b["available"] else "no "

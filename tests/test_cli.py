@@ -73,7 +73,12 @@ def test_info_text_and_json():
     assert r.returncode == 0 and "backends:" in r.stdout and "tensorrt" in r.stdout
     info = json.loads(run("info", "--json").stdout)
     assert info["backends"]["torch"]["available"] is True
-    assert set(info["attention"]) == {"reference", "sdpa", "triton"}
+    assert set(info["attention"]) == {"reference", "sdpa", "triton", "triton-fp8"}
+    assert set(info["runtime"]) == {"offload", "fp8_linear", "compile", "cuda_graphs"}
+    import torch
+
+    if not torch.cuda.is_available():
+        assert not info["runtime"]["cuda_graphs"]["available"] and "CUDA only" in info["runtime"]["compile"]["why"]
 
 
 def test_demo_writes_its_files(tmp_path):
