@@ -95,6 +95,7 @@ def register_anchor_attention_plugin(block_m: int = 128, block_n: int = 64, num_
         kernel = compile_anchor_attention(
             head_dim, dtypes[q.dtype], block_m=block_m, block_n=block_n, num_warps=num_warps,
             num_stages=num_stages, arch=10 * major + minor, scale=scale,
+            split_loads=major >= 9,  # as the autotune lists: vector loads pay off on Hopper only
         )
         scratch = [p for p in kernel.params if p.name.startswith("scratch_")]
         if scratch:

@@ -12,9 +12,10 @@ the rotary frequency 0+0j, so their rotated q and k are exactly zero. Therefore
   one extra program per (batch, head) computes.
 
 RoPE (adjacent channel pairs (2i, 2i+1), source token i and target token i share table row i)
-is applied to the q and k tiles in registers: the even and odd channels are loaded as two
-strided halves, rotated in float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two
-dots of D/2). No rotated copy of q or k is ever written to memory.
+is applied to the q and k tiles in registers: the even and odd channels are obtained either
+by splitting whole rows read with vector loads (Hopper) or as two strided halves, rotated in
+float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two dots of D/2). No rotated
+copy of q or k is ever written to memory.
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
@@ -73,19 +74,43 @@ def _to_e4m3(x, ROUND_IN_FP32: tl.constexpr):
 
 
 @triton.jit
+def _load_pairs(
+    base, rows, row_ok, stride_l,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+):
+    """Even and odd channels of the given rows as two float32 tiles [len(rows), HALF_PAD].
+
+    SPLIT_LOADS: read whole rows with contiguous (vectorised) loads and split the channel
+    pairs in registers; otherwise two strided loads (every other element). Which is faster
+    depends on the GPU and the tile shape, so both are autotune candidates.
+    """
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    if SPLIT_LOADS and DIM_PAD == 2 * HALF_PAD:  # (pads differ only for head_dim < 32)
+        dim = tl.arange(0, DIM_PAD)
+        mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
+        x = tl.load(base + rows[:, None] * stride_l + dim[None, :], mask=mask, other=0.0).to(tl.float32)
+        even, odd = tl.split(tl.reshape(x, [x.shape[0], HALF_PAD, 2]))
+    else:
+        half = tl.arange(0, HALF_PAD)
+        mask = row_ok[:, None] & (half[None, :] < half_dim)
+        ptrs = base + rows[:, None] * stride_l + 2 * half[None, :]
+        even = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        odd = tl.load(ptrs + 1, mask=mask, other=0.0).to(tl.float32)
+    return even, odd
+
+
+@triton.jit
 def _rotated_logits(
-    q_even, q_odd, q_row_scale, k_ptrs, k_mask, cos, sin,
+    q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
 ):
     """Logits [BLOCK_M, BLOCK_N] of the rotated queries against one tile of keys.
 
-    k_ptrs point at the even channels of the tile, transposed ([HALF_PAD, BLOCK_N]) so both
-    dots take k without a transpose; the odd channels sit one element further.
+    k_even / k_odd / cos / sin: [BLOCK_N, HALF_PAD] float32; the rotated tiles are
+    transposed for the dots (a layout choice the compiler makes in shared memory).
     """
-    k_even = tl.load(k_ptrs, mask=k_mask, other=0.0).to(tl.float32)
-    k_odd = tl.load(k_ptrs + 1, mask=k_mask, other=0.0).to(tl.float32)
-    kr_even = k_even * cos - k_odd * sin
-    kr_odd = k_even * sin + k_odd * cos
+    kr_even = tl.trans(k_even * cos - k_odd * sin)
+    kr_odd = tl.trans(k_even * sin + k_odd * cos)
     if FP8:
         # One scale per key tile maps its largest |k| onto the e4m3 range.
         k_amax = tl.maximum(tl.max(tl.max(tl.abs(kr_even), 1), 0), tl.max(tl.max(tl.abs(kr_odd), 1), 0))
@@ -129,7 +154,7 @@ def _attend_positions(
     start_p, num_video, num_anchor,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr, FP8: tl.constexpr, MASK_KEYS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """One online-softmax step over the source AND target keys of BLOCK_N positions.
 
@@ -141,20 +166,19 @@ def _attend_positions(
     offs_p = start_p + tl.arange(0, BLOCK_N)
     half = tl.arange(0, HALF_PAD)
     dim = tl.arange(0, DIM_PAD)
-    k_mask = half[:, None] < half_dim
-    v_mask = dim[None, :] < HEAD_DIM
-    if MASK_KEYS:
-        pos_ok = offs_p < num_video
-        k_mask = k_mask & pos_ok[None, :]
-        v_mask = v_mask & pos_ok[:, None]
-    t_ptrs = offs_p[None, :] * half_dim + half[:, None]
-    cos = tl.load(COS + t_ptrs, mask=k_mask, other=0.0)
-    sin = tl.load(SIN + t_ptrs, mask=k_mask, other=0.0)
+    pos_ok = offs_p < num_video
+    if not MASK_KEYS:
+        pos_ok = tl.full([BLOCK_N], 1, tl.int1)  # a full step: no position test at run time
+    t_mask = pos_ok[:, None] & (half[None, :] < half_dim)
+    v_mask = pos_ok[:, None] & (dim[None, :] < HEAD_DIM)
+    t_ptrs = offs_p[:, None] * half_dim + half[None, :]
+    cos = tl.load(COS + t_ptrs, mask=t_mask, other=0.0)
+    sin = tl.load(SIN + t_ptrs, mask=t_mask, other=0.0)
     target_p = offs_p + num_video + num_anchor
-    k_src = K + k_base + offs_p[None, :] * stride_kl + 2 * half[:, None]
-    k_tgt = K + k_base + target_p[None, :] * stride_kl + 2 * half[:, None]
-    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_src, k_mask, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
-    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_tgt, k_mask, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    k_even, k_odd = _load_pairs(K + k_base, offs_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
+    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    k_even, k_odd = _load_pairs(K + k_base, target_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
+    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
     if MASK_KEYS:
         qk_src = tl.where(pos_ok[None, :], qk_src, float("-inf"))
         qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
@@ -181,7 +205,7 @@ def _video_queries(
     num_video, num_anchor, pid_m,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    FP8_ROUND_IN_FP32: tl.constexpr,
+    FP8_ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
     half_dim: tl.constexpr = HEAD_DIM // 2
@@ -195,9 +219,7 @@ def _video_queries(
     dim = tl.arange(0, DIM_PAD)
 
     q_mask = row_ok[:, None] & (half[None, :] < half_dim)
-    q_ptrs = Q + q_base + phys_m[:, None] * stride_ql + 2 * half[None, :]
-    q_even = tl.load(q_ptrs, mask=q_mask, other=0.0).to(tl.float32)
-    q_odd = tl.load(q_ptrs + 1, mask=q_mask, other=0.0).to(tl.float32)
+    q_even, q_odd = _load_pairs(Q + q_base, phys_m, row_ok, stride_ql, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
     t_ptrs = pos_m[:, None] * half_dim + half[None, :]
     cos = tl.load(COS + t_ptrs, mask=q_mask, other=0.0)
     sin = tl.load(SIN + t_ptrs, mask=q_mask, other=0.0)
@@ -225,13 +247,13 @@ def _video_queries(
         acc, l_i, m_i = _attend_positions(
             acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
             k_base, v_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, FP8_ROUND_IN_FP32,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
         )
     if full_end < num_video:
         acc, l_i, m_i = _attend_positions(
             acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
             k_base, v_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, FP8_ROUND_IN_FP32,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
         )
 
     # Anchor keys: each has logit exactly 0, so together they are one key of weight A and
@@ -292,7 +314,7 @@ def anchor_attention_fwd(
     OUT,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
 
@@ -313,6 +335,7 @@ def anchor_attention_fwd(
             Q, K, V, COS, SIN, OUT, q_base, k_base, v_base, o_base,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
             QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32,
+            SPLIT_LOADS,
         )
     else:
         _anchor_queries(V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor, HEAD_DIM, DIM_PAD, BLOCK_N)
@@ -322,22 +345,29 @@ def anchor_attention_fwd(
 _INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
 
 
-def _config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=num_warps, num_stages=num_stages)
+def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads},
+                         num_warps=num_warps, num_stages=num_stages)
 
 
 # BLOCK_N counts positions: each loop step attends to BLOCK_N source + BLOCK_N target keys.
-# The lists keep configs whose main loop compiles with no (or, for one Ampere config, two)
-# register-spill instructions (SASS checked for D=128, bf16) and whose shared memory fits.
+# Configs were chosen from the compiled SASS (D=128, bf16; cuobjdump on CPU-built cubins):
+# register spills, shared memory, and how the q/k tiles are read.
 # Hopper (228 KB shared memory, wgmma): 128-row query tiles over 8 warps (two warpgroups).
+# With split loads the q/k rows are read as 16-byte vectors and every global load of the
+# loop becomes an asynchronous copy that the pipeline overlaps with the dots (SASS: 0 LDG,
+# 36 LDGSTS, no spills for 128x32); the strided reads stay as scalar 2-byte loads (32 LDG
+# that stall the loop) and remain a candidate in case the autotuner finds them faster.
 HOPPER_CONFIGS = (
+    _config(128, 32, 8, 3, split_loads=True),
+    _config(128, 32, 8, 4, split_loads=True),
     _config(128, 32, 8, 3),
-    _config(128, 32, 8, 4),
     _config(128, 64, 8, 2),
-    _config(64, 32, 4, 3),
+    _config(64, 32, 4, 3, split_loads=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
-# 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada.
+# 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
+# (with bf16 it spills; the autotuner weighs that). Split loads add spills here: not used.
 AMPERE_CONFIGS = (
     _config(128, 16, 8, 2),
     _config(128, 16, 8, 3),
@@ -345,7 +375,7 @@ AMPERE_CONFIGS = (
 )
 # The interpreter must get exactly one config (benchmarking several needs a GPU driver);
 # small tiles so that tests with tiny shapes still cross tile and source/target boundaries.
-INTERPRETER_CONFIG = _config(16, 16, 4, 1)
+INTERPRETER_CONFIG = _config(16, 16, 4, 1, split_loads=True)
 _HOPPER_IDS = {id(c) for c in HOPPER_CONFIGS}
 
 
@@ -423,7 +453,9 @@ def _check_inputs(q, k, v, cos, sin, num_anchor: int) -> tuple[int, int, int, in
     return batch, seq_len, num_heads, head_dim, num_video
 
 
-def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision) -> torch.Tensor:
+def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision,
+            config: triton.Config | None = None) -> torch.Tensor:
+    """config: run this one configuration instead of the autotuned choice (tests)."""
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
     if q.device.type == "cuda":
@@ -446,9 +478,14 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     def grid(meta):
         return grid_size(batch, num_heads, num_video, num_anchor, meta["BLOCK_M"])
 
+    kernel, meta = _tuned_kernel, {}
+    if config is not None:
+        kernel = anchor_attention_fwd
+        meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
-        _tuned_kernel[grid](
+        kernel[grid](
             q, k, v, cos, sin,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
@@ -457,7 +494,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             num_heads, num_video, num_anchor,
             out,
             QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
-            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), FP8_ROUND_IN_FP32=_INTERPRETED,
+            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), FP8_ROUND_IN_FP32=_INTERPRETED, **meta,
         )
     return out
 

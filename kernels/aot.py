@@ -155,6 +155,7 @@ class KernelSpec:
     precision: str = AttentionPrecision.NATIVE.value
     scale: float | None = None  # softmax scale; None = head_dim ** -0.5
     ptx_version: int | None = None
+    split_loads: bool = True  # q/k rows read whole and split into channel pairs in registers
 
     def __post_init__(self):
         precision = AttentionPrecision.parse(self.precision)
@@ -188,6 +189,7 @@ def compile_anchor_attention(
     precision: AttentionPrecision | str = AttentionPrecision.NATIVE,
     scale: float | None = None,
     ptx_version: int | None = None,
+    split_loads: bool = True,
 ) -> CompiledAnchorAttention:
     """Compile one specialisation (see `KernelSpec` for the arguments)."""
     if dtype not in _TRITON_DTYPES:
@@ -195,7 +197,7 @@ def compile_anchor_attention(
     spec = KernelSpec(
         head_dim=head_dim, dtype=_TRITON_DTYPES[dtype], block_m=block_m, block_n=block_n, num_warps=num_warps,
         num_stages=num_stages, arch=arch, precision=AttentionPrecision.parse(precision).value, scale=scale,
-        ptx_version=ptx_version,
+        ptx_version=ptx_version, split_loads=split_loads,
     )
     return compile_kernel_specs([spec])[0]
 
@@ -229,6 +231,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "FP8_ROUND_IN_FP32": False,
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,
+        "SPLIT_LOADS": spec.split_loads,
     }
     pointer_types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "COS": "*fp32", "SIN": "*fp32"}
     signature = {
@@ -304,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-stages", type=int, default=3)
     parser.add_argument("--scale", type=float, default=None, help="softmax scale (default head_dim ** -0.5)")
     parser.add_argument("--ptx-version", type=int, default=None)
+    parser.add_argument("--strided-loads", action="store_true",
+                        help="read q/k channel pairs with strided loads (the Ampere/Ada configs' choice)")
     parser.add_argument("--specs", default=None, help=argparse.SUPPRESS)  # json list of KernelSpec fields
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
@@ -316,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = KernelSpec(
         head_dim=args.head_dim, dtype=args.dtype, block_m=args.block_m, block_n=args.block_n,
         num_warps=args.num_warps, num_stages=args.num_stages, arch=args.arch, precision=args.precision,
-        scale=args.scale, ptx_version=args.ptx_version,
+        scale=args.scale, ptx_version=args.ptx_version, split_loads=not args.strided_loads,
     )
     (compiled,) = compile_kernel_specs([spec])
     path = compiled.save(args.out)

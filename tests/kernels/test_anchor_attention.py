@@ -228,3 +228,23 @@ def test_padded_dims_cover_supported_head_dims():
     assert kernel_module.padded_dims(96, fp8=False) == (64, 128)
     assert kernel_module.padded_dims(48, fp8=False) == (32, 64)
     assert kernel_module.padded_dims(48, fp8=True) == (32, 64)
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)
+@pytest.mark.parametrize("precision", ["native", "fp8"])
+def test_strided_and_split_loads_give_identical_results(frames, height, width, num_anchor, batch, heads, head_dim,
+                                                         dtype, precision):
+    """The two ways of reading q/k channel pairs (autotune candidates) load the same values
+    and run the same arithmetic: outputs are bit-identical."""
+    _skip_bf16_in_interpreter(dtype)
+    if precision == "fp8":
+        _skip_fp8_without_support()
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype)
+    scale, prec = head_dim**-0.5, AttentionPrecision.parse(precision)
+    block_n = 32 if precision == "fp8" and not INTERPRETED else 16
+    outs = [
+        kernel_module._launch(q, k, v, cos, sin, num_anchor, scale, prec,
+                              config=kernel_module._config(16 if INTERPRETED else 64, block_n, 4, 1, split_loads=split))
+        for split in (False, True)
+    ]
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)

@@ -37,7 +37,9 @@ def _check_params(compiled: CompiledAnchorAttention, elem: str) -> None:
 SPECS = {
     # The first Hopper and Ampere/Ada autotune configs, and fp8 on both fp8-capable archs.
     "hopper": KernelSpec(128, "fp16", block_m=128, block_n=32, num_warps=8, num_stages=3, arch=90),
-    "ada": KernelSpec(48, "bf16", block_m=128, block_n=16, num_warps=8, num_stages=2, arch=89),
+    "hopper_strided": KernelSpec(128, "fp16", block_m=128, block_n=32, num_warps=8, num_stages=3, arch=90,
+                                 split_loads=False),
+    "ada": KernelSpec(48, "bf16", block_m=128, block_n=16, num_warps=8, num_stages=2, arch=89, split_loads=False),
     "hopper_fp8": KernelSpec(128, "bf16", block_m=128, block_n=32, num_warps=8, num_stages=2, arch=90, precision="fp8"),
     "ada_fp8": KernelSpec(128, "bf16", block_m=128, block_n=32, num_warps=8, num_stages=2, arch=89, precision="fp8"),
 }
@@ -58,6 +60,15 @@ def test_compiles_for_hopper_with_wgmma(compiled):
     assert kernel.threads_per_block == 256
     assert kernel.scale == pytest.approx(128**-0.5)
     _check_params(kernel, "fp16")
+
+
+def test_split_loads_read_whole_rows_asynchronously(compiled):
+    """Why Hopper's configs split q/k rows in registers: every global read becomes a 16-byte
+    asynchronous copy that the software pipeline overlaps with the dots, where the strided
+    variant reads each channel with its own 2-byte load."""
+    split, strided = compiled["hopper"].ptx, compiled["hopper_strided"].ptx
+    assert "ld.global.b16" not in split and "cp.async" in split
+    assert len(re.findall(r"ld\.global\.b16", strided)) >= 64
 
 
 def test_compiles_for_ada_with_mma_sync(compiled):

@@ -1,0 +1,94 @@
+"""What the anchor-attention kernel compiles to, per autotune config: no GPU needed.
+
+    python benchmarks/kernel_sass.py [--head-dim 128] [--dtype bf16] [--json]
+
+Every config of the autotune lists (and its split/strided twin) is compiled ahead of time
+for its architecture (sm_90 for the Hopper list, sm_89 for the Ampere/Ada list), and the
+cubin is read with the cuobjdump that ships with Triton: registers per thread, static
+counts of local-memory instructions (register spills), shared memory, synchronous global
+loads (LDG: the loop waits for them) and asynchronous copies (LDGSTS: the software pipeline
+overlaps them with the dots). These are the facts the config lists were chosen from; speed
+itself needs a GPU (benchmarks/attention.py).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import triton
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
+
+kernel = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
+
+CUOBJDUMP = Path(os.path.dirname(triton.__file__)) / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+def specs(head_dim: int, dtype: str) -> list[KernelSpec]:
+    out = {}
+    for arch, configs in ((90, kernel.HOPPER_CONFIGS), (89, kernel.AMPERE_CONFIGS)):
+        for c in configs:
+            m, n = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+            for split in (c.kwargs["SPLIT_LOADS"], not c.kwargs["SPLIT_LOADS"]):
+                for precision in ("native", "fp8") if n >= 32 else ("native",):
+                    spec = KernelSpec(head_dim, dtype, m, n, c.num_warps, c.num_stages, arch=arch,
+                                      precision=precision, split_loads=split)
+                    out.setdefault(spec, None)  # a config and its twin may both be listed
+    return list(out)
+
+
+def sass_stats(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    ops = Counter(op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+([A-Z][A-Z0-9_.]*)", sass))
+    return {"registers": int(re.search(r"REG:(\d+)", usage).group(1)), "spill_instructions": ops["STL"] + ops["LDL"],
+            "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "instructions": sum(ops.values())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not CUOBJDUMP.is_file():
+        print(f"cuobjdump not found at {CUOBJDUMP} (it ships with Triton's NVIDIA backend)", file=sys.stderr)
+        return 2
+    todo = specs(args.head_dim, args.dtype)
+    rows = []
+    for spec, compiled in zip(todo, compile_kernel_specs(todo)):
+        listed = any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"])
+                     == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads)
+                     for c in (kernel.HOPPER_CONFIGS if spec.arch >= 90 else kernel.AMPERE_CONFIGS))
+        rows.append({"arch": spec.arch, "tile": f"{spec.block_m}x{spec.block_n}", "warps": spec.num_warps,
+                     "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
+                     "in_autotune_list": listed, "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"triton {triton.__version__}, head_dim {args.head_dim}, {args.dtype}")
+    print("| arch | tile | warps | stages | precision | loads | listed | registers | spill instr. | shared KiB | LDG | LDGSTS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | "
+              f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
+              f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
