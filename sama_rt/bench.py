@@ -59,6 +59,23 @@ class BenchConfig:
 
         EditParams(cache_threshold=self.cache_threshold, cfg_skip_after=self.cfg_skip_after, solver=self.solver)
         self.runtime.check_device(self.device)
+        self._check_backend()
+        if self.compare_reference and self.runtime.fp8_linear:
+            # The reference would run the same FP8 layers; the FP8 error against the exact
+            # model is measured by benchmarks/fp8_linear.py.
+            raise ValueError("--compare-reference times the exact model; do not combine it with --fp8-linear")
+        if self.runtime.cuda_graphs and self.cache_threshold > 0:
+            raise ValueError("step caching cannot run inside CUDA graphs; drop --cuda-graphs or --cache-threshold")
+
+    @property
+    def multi_process(self) -> bool:
+        return (self.ulysses, self.ring, self.cfg_parallel) != (1, 1, False)
+
+    @property
+    def approximations_on(self) -> bool:
+        return self.cache_threshold > 0 or self.cfg_skip_after < 1
+
+    def _check_backend(self) -> None:
         from .engines.backends import Backend
 
         backend = Backend.parse(self.backend)
@@ -69,22 +86,15 @@ class BenchConfig:
             ok, why = tensorrt_status()
             raise ValueError(f"TensorRT cannot run here: {why}" if not ok else
                              "sama-rt bench does not time TensorRT engines; use trtexec --loadEngine")
-        if self.stages and (backend is not Backend.TORCH or (self.ulysses, self.ring, self.cfg_parallel) != (1, 1, False)):
+        if self.stages and (backend is not Backend.TORCH or self.multi_process):
             raise ValueError("--stages times the torch backend in one process")
         if backend is Backend.ONNXRUNTIME:
             # The exported float32 graph on onnxruntime's CPU provider, called as the plain
             # model (batch-2 CFG, nothing cached): what `--backend onnxruntime` edits run.
             if self.device != "cpu" or self.dtype != "float32":
                 raise ValueError("--backend onnxruntime runs the float32 graph on CPU (--device cpu --dtype float32)")
-            if not self.runtime.is_default or self.cache_threshold > 0 or self.cfg_skip_after < 1 \
-                    or (self.ulysses, self.ring, self.cfg_parallel) != (1, 1, False):
+            if not self.runtime.is_default or self.approximations_on or self.multi_process:
                 raise ValueError("--backend onnxruntime is timed without runtime options, approximations or parallelism")
-        if self.compare_reference and self.runtime.fp8_linear:
-            # The reference would run the same FP8 layers; the FP8 error against the exact
-            # model is measured by benchmarks/fp8_linear.py.
-            raise ValueError("--compare-reference times the exact model; do not combine it with --fp8-linear")
-        if self.runtime.cuda_graphs and self.cache_threshold > 0:
-            raise ValueError("step caching cannot run inside CUDA graphs; drop --cuda-graphs or --cache-threshold")
 
 
 # Dense bf16 tensor-core peaks (TFLOP/s, fp32 accumulation, no sparsity) from the vendor
@@ -240,7 +250,7 @@ def run_bench(bc: BenchConfig) -> dict:
     dtype = getattr(torch, bc.dtype)
     cfg = DiTConfig.preset(bc.config)
     groups = None
-    if (bc.ulysses, bc.ring, bc.cfg_parallel) != (1, 1, False) or launched_world_size() > 1:
+    if bc.multi_process or launched_world_size() > 1:
         # Degrees checked against the launch before the weights are built.
         groups = setup_parallel(
             ParallelConfig(ulysses=bc.ulysses, ring=bc.ring, cfg=bc.cfg_parallel, timeout_s=bc.parallel_timeout_s),
@@ -287,7 +297,7 @@ def run_bench(bc: BenchConfig) -> dict:
     # the warm-up, so the timed steps are replays.
     for _ in range(max(bc.warmup, 2) if bc.runtime.cuda_graphs else bc.warmup):
         predictor(noise, semantic, sigmas[:1].to(device) * 1000)
-    if bc.cache_threshold > 0 or bc.cfg_skip_after < 1:  # wrapped after the warm-up: its cache starts empty
+    if bc.approximations_on:  # wrapped after the warm-up: its cache starts empty
         from .acceleration import approximate
 
         if groups is not None:
