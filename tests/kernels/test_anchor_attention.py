@@ -248,3 +248,20 @@ def test_strided_and_split_loads_give_identical_results(frames, height, width, n
         for split in (False, True)
     ]
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("capability,fp8", [((9, 0), False), ((9, 0), True), ((8, 9), False), ((8, 9), True),
+                                            ((8, 0), False)])
+def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8):
+    """Which configs the autotuner may try: the list made for the GPU's architecture (SASS
+    checked, see benchmarks/kernel_sass.py), fp8 only with BLOCK_N >= 32, and just the
+    first under SAMA_RT_AUTOTUNE=0. Pure config selection: no kernel runs here."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    args = {"Q": torch.empty(1)}
+    configs = list(kernel_module.HOPPER_CONFIGS + kernel_module.AMPERE_CONFIGS)
+    chosen = kernel_module._prune_configs(configs, args, FP8=fp8)
+    expected = kernel_module.HOPPER_CONFIGS if capability >= (9, 0) else kernel_module.AMPERE_CONFIGS
+    assert chosen == [c for c in expected if not fp8 or c.kwargs["BLOCK_N"] >= 32] and chosen
+    assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0)
+    monkeypatch.setenv("SAMA_RT_AUTOTUNE", "0")
+    assert kernel_module._prune_configs(configs, args, FP8=fp8) == chosen[:1]
