@@ -17,18 +17,34 @@ anchor).
 - Both: Ulysses inside, ring across: after the all-to-all a rank holds the rows of U
   shards (one ring chunk) for heads/U heads, and rings those chunks with the ranks that
   hold the same heads.
+- Ulysses alone with the Triton backend (`FusedKernel`): q and k travel unrotated, since
+  after the all-to-all a rank holds the whole sequence for its heads, and the fused
+  anchor-attention kernel rotates them in registers with the full video tables and folds
+  the anchors, exactly as in one process.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from ..models.attention import sdpa_attention
 from ..models.rope import apply_rope
 from .layout import ShardLayout
 from .runtime import ParallelGroups, RankGroup, collective
+
+@dataclass(frozen=True)
+class FusedKernel:
+    """What the fused kernel needs beyond q, k, v: the video RoPE tables [N, head_dim/2] of
+    the whole sequence, and its precision ("native" or "fp8")."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    precision: str = "native"
+
 
 # Float32 logits per query block in the ring's exact attention: bounds its memory.
 LOGITS_BLOCK_BYTES = 256 * 2**20
@@ -128,9 +144,12 @@ class SequenceParallelAttention:
     sequence tables. The result equals the same rows of the one-process attention.
     """
 
-    def __init__(self, groups: ParallelGroups, layout: ShardLayout):
+    def __init__(self, groups: ParallelGroups, layout: ShardLayout, fused: Optional[FusedKernel] = None):
         if layout.shards != groups.sequence.size:
             raise ValueError(f"layout has {layout.shards} shards, the sequence group {groups.sequence.size} ranks")
+        if fused is not None and groups.ring.size > 1:
+            raise ValueError("the fused kernel needs whole sequences per rank: Ulysses without ring")
+        self.fused = fused
         self.ulysses = groups.ulysses
         self.ring = groups.ring
         self.layout = layout
@@ -138,6 +157,8 @@ class SequenceParallelAttention:
         self.chunk_valid = [layout.valid_rows(j * chunk, chunk) for j in range(self.ring.size)]
 
     def __call__(self, q, k, v, cos, sin, num_anchor: int) -> torch.Tensor:
+        if self.fused is not None:
+            return self._fused_attention(q, k, v, num_anchor)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         if self.ulysses.size > 1:
@@ -147,6 +168,19 @@ class SequenceParallelAttention:
         else:
             n = self.chunk_valid[0]
             out = sdpa_attention(q, k[:, :n], v[:, :n])
+        if self.ulysses.size > 1:
+            out = heads_to_sequence(out, self.ulysses)
+        return out
+
+    def _fused_attention(self, q, k, v, num_anchor: int) -> torch.Tensor:
+        from ..kernels import anchor_attention
+
+        if self.ulysses.size > 1:
+            q, k, v = sequence_to_heads(torch.stack([q, k, v]), self.ulysses).unbind(0)
+        real = self.layout.length  # the rows past it are padding: neither keys nor read back
+        out = anchor_attention(q[:, :real], k[:, :real], v[:, :real], self.fused.cos, self.fused.sin, num_anchor,
+                               precision=self.fused.precision)
+        out = F.pad(out, (0, 0, 0, 0, 0, q.shape[1] - real))
         if self.ulysses.size > 1:
             out = heads_to_sequence(out, self.ulysses)
         return out

@@ -19,10 +19,11 @@ import torch
 import torch.distributed as dist
 
 from ..guided import collapse_context
+from ..models.attention import AttentionBackend
 from ..models.dit import SEGMENT_SEMANTIC, SEGMENT_SOURCE, SEGMENT_TARGET, SamaDiT
 from ..models.rope import rope_tables, sequence_rope_tables
 from ..sampling import GuidedPrediction, cfg_combine
-from .attention import SequenceParallelAttention
+from .attention import FusedKernel, SequenceParallelAttention
 from .layout import ShardLayout
 from .runtime import ParallelGroups, collective
 
@@ -79,7 +80,11 @@ class ParallelGuidedPredictor:
         dit = self.dit
         n, dim = self.grid[0] * self.grid[1] * self.grid[2], dit.config.dim
         self.layout = ShardLayout(2 * n + num_anchor, self.groups.sequence.size)
-        self.attention = SequenceParallelAttention(self.groups, self.layout)
+        fused = None
+        if isinstance(dit.attention, AttentionBackend) and dit.attention.uses_triton and self.groups.ring.size == 1:
+            precision = "fp8" if dit.attention is AttentionBackend.TRITON_FP8 else "native"
+            fused = FusedKernel(self.video_cos, self.video_sin, precision)
+        self.attention = SequenceParallelAttention(self.groups, self.layout, fused)
         cos, sin = sequence_rope_tables(self.video_cos, self.video_sin, num_anchor)
         index = self.groups.sequence.index
         self.cos = self.layout.take([cos], index, dim=0)

@@ -61,6 +61,30 @@ def test_sharded_attention_matches_one_process(ranks):
         torch.testing.assert_close(got, expected, atol=2e-6, rtol=0, msg=lambda m: f"{name}: {m}")
 
 
+def test_fused_kernel_behind_ulysses_matches_one_process(ranks, one_process):
+    """Ulysses without ring and the Triton backend: unrotated q/k travel, the fused kernel
+    attends over the whole sequence per head group (interpreted here)."""
+    world, results = ranks
+    x = cases.attention_inputs()
+    expected = anchor_self_attention(x["q"], x["k"], x["v"], x["cos"], x["sin"], cases.NUM_ANCHOR,
+                                     AttentionBackend.REFERENCE)
+    names = list(results[0]["attention_fused"])
+    assert names and all(cases.CONFIGS[world][n].ring == 1 for n in names)
+    for name in names:
+        shards = sorted((r["attention_fused"][name] for r in results), key=lambda s: s["start"])
+        got = torch.cat([s["rows"] for s in shards], dim=1)
+        # float32 "ieee" dots in the kernel: its own summation order, ~1e-6 (the kernel tests'
+        # atol); a lost key or a wrong RoPE row moves outputs by ~1e-2.
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=lambda m: f"{name}: {m}")
+    for name in results[0]["step_fused"]:
+        for key in ("latents", "semantic", "loop_latents", "loop_semantic"):
+            # As the SDPA path's tolerances (CFG 5 amplifies pass differences ~9x), doubled for
+            # the kernel's own float32 summation order.
+            tol = 4e-5 if key in ("latents", "semantic") else 1e-4
+            torch.testing.assert_close(results[0]["step_fused"][name][key], one_process[key], atol=tol, rtol=0,
+                                       msg=lambda m: f"{name} {key}: {m}")
+
+
 @pytest.mark.parametrize("what", ["step", "loop"])
 def test_guided_prediction_matches_one_process(ranks, one_process, what):
     world, results = ranks

@@ -22,10 +22,11 @@ from sama_rt.parallel import setup_parallel
 from tests.parallel import cases
 
 
-def shard_attention(config) -> dict:
-    """This rank's rows of the sharded self-attention, for a config without cfg."""
+def shard_attention(config, fused: bool = False) -> dict:
+    """This rank's rows of the sharded self-attention, for a config without cfg; `fused`:
+    through the Triton kernel (the interpreter here), for configs without ring."""
     from sama_rt.models.rope import sequence_rope_tables
-    from sama_rt.parallel.attention import SequenceParallelAttention
+    from sama_rt.parallel.attention import FusedKernel, SequenceParallelAttention
     from sama_rt.parallel.layout import ShardLayout
 
     groups = setup_parallel(config, cases.DIT_CONFIG.num_heads, "cpu")
@@ -34,18 +35,18 @@ def shard_attention(config) -> dict:
     index = groups.sequence.index
     cos, sin = sequence_rope_tables(inputs["cos"], inputs["sin"], cases.NUM_ANCHOR)
     q, k, v = (layout.take([inputs[name]], index) for name in "qkv")
-    attention = SequenceParallelAttention(groups, layout)
+    attention = SequenceParallelAttention(groups, layout, FusedKernel(inputs["cos"], inputs["sin"]) if fused else None)
     out = attention(q, k, v, layout.take([cos], index, dim=0), layout.take([sin], index, dim=0), cases.NUM_ANCHOR)
     start, end = layout.bounds(index)
     return {"start": start, "rows": out[:, : layout.valid_rows(start, end - start)]}
 
 
-def guided_step_and_loop(config) -> dict:
+def guided_step_and_loop(config, attention: str = "sdpa") -> dict:
     from sama_rt.parallel.predictor import ParallelGuidedPredictor
     from sama_rt.sampling import denoise
 
     groups = setup_parallel(config, cases.DIT_CONFIG.num_heads, "cpu")
-    model = cases.dit()
+    model = cases.dit().with_attention(attention)
     x = cases.step_inputs()
     predictor = ParallelGuidedPredictor(
         model, x["source_latents"], x["context"], x["negative_context"], cases.CFG_SCALE, groups
@@ -69,11 +70,15 @@ def edit(config, runs: int) -> dict:
 
 def exact(out_dir: Path) -> None:
     world = int(os.environ["WORLD_SIZE"])
-    result = {"attention": {}, "step": {}}
+    result = {"attention": {}, "step": {}, "attention_fused": {}, "step_fused": {}}
     for name, config in cases.CONFIGS[world].items():
         if not config.cfg:
             result["attention"][name] = shard_attention(config)
         result["step"][name] = guided_step_and_loop(config)
+        if config.ring == 1:  # the Triton kernel (interpreted on CPU) behind Ulysses
+            if not config.cfg:
+                result["attention_fused"][name] = shard_attention(config, fused=True)
+            result["step_fused"][name] = guided_step_and_loop(config, attention="triton")
     result["edit"] = edit(cases.EDITOR_CONFIGS[world], runs=2 if world == 2 else 1)
     torch.save(result, out_dir / f"rank{dist.get_rank()}.pt")
     dist.destroy_process_group()
