@@ -35,6 +35,7 @@ class BenchConfig:
     backend: str = "torch"
     compare_reference: bool = False
     stages: bool = False  # also time one whole edit (text, VAE encode, denoise, VAE decode)
+    profile: bool = False  # also profile one step: device time per kind of work
     num_anchor: int = 65
     prompt_tokens: int = 24  # real tokens of the positive prompt; the negative has 4
     seed: int = 0
@@ -316,6 +317,8 @@ def run_bench(bc: BenchConfig) -> dict:
     result["peak_tflops"] = peak
     result["mfu"] = result["tflops"] / peak if peak else None
     result.update(_peak_memory(device))
+    if bc.profile:
+        result["profile"] = profile_step(predictor, noise, semantic, sigmas[:1].to(device) * 1000, device)
     if editor is not None:
         result["stages"] = _time_stages(editor, bc)
 
@@ -331,6 +334,57 @@ def run_bench(bc: BenchConfig) -> dict:
         result["max_abs_diff"] = float((ours - ref_out).abs().max())
         result["reference_max_abs"] = float(ref_out.abs().max())
     return result
+
+
+# Where a step's time goes, by kernel (CUDA) or operator (CPU) name. First match wins.
+PROFILE_CATEGORIES = (
+    ("attention", ("anchor_attention", "flash", "fmha", "attention", "scaled_dot_product", "softmax")),
+    ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::bmm",
+              "aten::_scaled_mm", "aten::baddbmm", "conv")),
+    ("norm", ("layer_norm", "rms_norm", "norm")),
+    ("elementwise", ("elementwise", "vectorized", "aten::", "triton_", "copy", "cat", "reduce")),
+)
+
+
+def _category(name: str) -> str:
+    lowered = name.lower()
+    for category, needles in PROFILE_CATEGORIES:
+        if any(needle in lowered for needle in needles):
+            return category
+    return "other"
+
+
+def profile_step(predictor, noise, semantic, timestep, device: torch.device, top: int = 12) -> dict:
+    """One step under torch.profiler: self time (ms) per category and the top entries.
+
+    On CUDA it counts kernels on the device (what limits MFU); on CPU, operators' self time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        predictor(noise, semantic, timestep)
+        if cuda:
+            torch.cuda.synchronize(device)
+    rows = []
+    for event in prof.key_averages():
+        if cuda:
+            if event.device_type != torch.autograd.DeviceType.CUDA:
+                continue  # operators: their kernels are counted as kernels
+            ms = getattr(event, "self_device_time_total", 0) / 1e3
+        else:
+            ms = event.self_cpu_time_total / 1e3
+        if ms > 0:
+            rows.append((event.key, ms, event.count))
+    total = sum(ms for _, ms, _ in rows)
+    categories: dict[str, float] = {}
+    for name, ms, _ in rows:
+        categories[_category(name)] = categories.get(_category(name), 0.0) + ms
+    rows.sort(key=lambda r: -r[1])
+    return {"clock": "device kernels" if cuda else "cpu operators", "total_ms": total,
+            "categories_ms": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
+            "top": [{"name": name[:120], "ms": ms, "calls": calls} for name, ms, calls in rows[:top]]}
 
 
 def _time_stages(editor, bc: BenchConfig) -> dict:
@@ -392,6 +446,10 @@ def format_result(r: dict) -> str:
                      f"cached, {r['block_evaluations']} block evaluations")
     if "parallel" in r:
         lines.insert(1, f"parallel      {r['parallel']} (times of rank 0)")
+    if "profile" in r:
+        prof = r["profile"]
+        lines.append(f"profile       ({prof['clock']}, {prof['total_ms']:.1f} ms) " + "  ".join(
+            f"{k} {v / prof['total_ms']:.0%}" for k, v in prof["categories_ms"].items()))
     if "stages" in r:
         stages = {k: v for k, v in r["stages"].items() if isinstance(v, float)}
         lines.append(f"edit stages   ({r['stages']['edited_resolution']}) "
@@ -420,6 +478,8 @@ def register(sub) -> None:
                    help="onnxruntime: the exported float32 DiT graph on CPU (exported once, cached)")
     p.add_argument("--compare-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one step: time per kind of work (attention, GEMM, norms, elementwise)")
     p.add_argument("--stages", action="store_true",
                    help="also time one whole edit of a synthetic clip: text, VAE encode, denoise, VAE decode")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -445,7 +505,8 @@ def cmd_bench(args) -> int:
                          ulysses=args.ulysses, ring=args.ring, cfg_parallel=args.cfg_parallel,
                          parallel_timeout_s=args.parallel_timeout, cache_threshold=args.cache_threshold,
                          cfg_skip_after=args.cfg_skip_after, solver=args.solver,
-                         runtime=runtime_options(args, device), peak_tflops=args.peak_tflops, stages=args.stages)
+                         runtime=runtime_options(args, device), peak_tflops=args.peak_tflops, stages=args.stages,
+                         profile=args.profile)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:

@@ -32,7 +32,7 @@ TIMEOUT[setup]=120;   CMD[setup]="python -m pip install -q --no-deps --no-build-
 # checks the chosen config at the real shapes).
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider tests/kernels tests/models/test_attention.py tests/acceleration"
 TIMEOUT[attention]=200; CMD[attention]="python benchmarks/attention.py --json"
-TIMEOUT[step49]=150;  CMD[step49]="$bench14 --frames 49"
+TIMEOUT[step49]=180;  CMD[step49]="$bench14 --frames 49 --profile"
 TIMEOUT[reference49]=200; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference"
 TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
 TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
@@ -41,7 +41,7 @@ TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
 TIMEOUT[compile49]=300; CMD[compile49]="$bench14 --frames 49 --compile"
-TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --compile --cuda-graphs"
+TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --compile --cuda-graphs --profile"
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 reference49"

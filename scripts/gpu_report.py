@@ -78,6 +78,20 @@ def step_table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def profile_table(results: dict[str, dict]) -> list[str]:
+    lines = []
+    for name, r in results.items():
+        prof = r.get("profile")
+        if prof and prof["total_ms"] > 0:
+            share = {k: v / prof["total_ms"] for k, v in prof["categories_ms"].items()}
+            lines += [f"Where one step's time goes ({name}, {prof['clock']}, {prof['total_ms']:.0f} ms):", "",
+                      "| " + " | ".join(share) + " |", "|" + "---|" * len(share),
+                      "| " + " | ".join(f"{v:.1%}" for v in share.values()) + " |", "",
+                      "| top kernels | ms | calls |", "|---|---|---|"]
+            lines += [f"| `{t['name']}` | {t['ms']:.1f} | {t['calls']} |" for t in prof["top"]] + [""]
+    return lines
+
+
 def stage_table(results: dict[str, dict]) -> list[str]:
     lines = []
     for name, r in results.items():
@@ -109,7 +123,7 @@ def report(folder: Path, date: str) -> str:
         lines += attention_table(attention) + [""]
     if steps:
         lines += ["DiT step, random weights, CFG batch 2 (`sama-rt bench`):", ""]
-        lines += step_table(steps) + [""] + stage_table(steps)
+        lines += step_table(steps) + [""] + profile_table(steps) + stage_table(steps)
     fp8 = _load(folder, "fp8error")
     if fp8:
         lines += ["FP8 linear layers at the 14B shape (`benchmarks/fp8_linear.py`):", ""] + fp8_table(fp8) + [""]

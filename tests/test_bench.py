@@ -75,6 +75,34 @@ def test_stages_time_one_whole_edit():
     assert stages["edited_resolution"] == "64x96"  # the bench's resolution is the edited bucket
 
 
+def test_profile_splits_a_step_by_kind_of_work():
+    r = run_bench(BenchConfig(config="tiny", frames=5, height=64, width=96, steps=1, warmup=1, profile=True))
+    prof = r["profile"]
+    assert prof["clock"] == "cpu operators"
+    assert prof["categories_ms"]["gemm"] > 0 and prof["categories_ms"]["attention"] > 0
+    assert sum(prof["categories_ms"].values()) == pytest.approx(prof["total_ms"])
+    tops = [t["ms"] for t in prof["top"]]
+    assert tops == sorted(tops, reverse=True)
+
+
+@pytest.mark.parametrize("name,category", [
+    ("anchor_attention_fwd", "attention"),
+    ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x128_rf_sm80", "attention"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1", "gemm"),
+    ("nvjet_hsh_256x128_64x4_2x1_v_bz_coopA_NTN", "gemm"),
+    ("void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<...>>", "gemm"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>", "norm"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise"),
+    ("triton_poi_fused_add_mul_0", "elementwise"),
+    ("Memcpy HtoD (Pinned -> Device)", "other"),
+])
+def test_profile_categories_of_typical_kernel_names(name, category):
+    from sama_rt.bench import _category
+
+    assert _category(name) == category
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"backend": "onnxruntime", "stages": True}, "torch backend in one process"),
     ({"backend": "onnxruntime", "dtype": "bfloat16"}, "float32 graph on CPU"),

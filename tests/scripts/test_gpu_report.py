@@ -27,7 +27,7 @@ def test_report_from_real_outputs(tmp_path):
     import torch
 
     small = dict(config="tiny", frames=5, height=48, width=64, steps=1)
-    (tmp_path / "step49.out").write_text(json.dumps(run_bench(BenchConfig(**small))))
+    (tmp_path / "step49.out").write_text(json.dumps(run_bench(BenchConfig(**small, profile=True))))
     (tmp_path / "reference49.out").write_text(json.dumps(run_bench(BenchConfig(**small, compare_reference=True))))
     (tmp_path / "attention.out").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
@@ -47,4 +47,5 @@ def test_report_from_real_outputs(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
     assert "| tiny | fp8 | " in text and "| tiny | bf16 | " in text
+    assert "Where one step's time goes (step49, cpu operators" in text and "| `aten::addmm` |" in text
     assert report.main([str(tmp_path / "missing")]) == 2
