@@ -65,6 +65,8 @@ class BenchConfig:
             # The reference would run the same FP8 layers; the FP8 error against the exact
             # model is measured by benchmarks/fp8_linear.py.
             raise ValueError("--compare-reference times the exact model; do not combine it with --fp8-linear")
+        if self.runtime.cuda_graphs and self.multi_process:
+            raise ValueError("CUDA graphs are not captured around parallel steps; drop --cuda-graphs or the degrees")
         if self.runtime.cuda_graphs and self.cache_threshold > 0:
             raise ValueError("step caching cannot run inside CUDA graphs; drop --cuda-graphs or --cache-threshold")
 

@@ -178,6 +178,9 @@ class Editor:
         if not self.runtime.is_default and self.backend is not Backend.TORCH:
             raise ValueError(f"runtime options ({self.runtime.describe()}) apply to the torch backend only, "
                              f"not {self.backend.value}")
+        if parallel is not None and self.runtime.cuda_graphs:
+            raise ValueError("CUDA graphs are not captured around parallel steps (their collectives); "
+                             "drop cuda_graphs or parallel")
         self.parallel = None  # ParallelGroups of a multi-process edit
         if parallel is not None:
             from .parallel import setup_parallel

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from sama_rt.acceleration.runtime import RuntimeOptions
 from sama_rt.bench import BenchConfig, bf16_peak_tflops, dit_forward_flops, latent_shape, random_dit_inputs, run_bench, token_grid
 from sama_rt.models import DiTConfig, build_dit
 
@@ -109,6 +110,7 @@ def test_profile_categories_of_typical_kernel_names(name, category):
     ({"backend": "onnxruntime", "cache_threshold": 0.1}, "without runtime options"),
     ({"backend": "tensorrt"}, "TensorRT"),
     ({"backend": "openvino"}, "unknown backend"),
+    ({"device": "cuda", "ulysses": 2, "runtime": RuntimeOptions(cuda_graphs=True)}, "parallel steps"),
 ])
 def test_bench_refuses_what_it_cannot_time(kwargs, message):
     with pytest.raises(ValueError, match=message):

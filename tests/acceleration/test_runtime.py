@@ -158,3 +158,12 @@ def test_module_on_demand_visits_the_gpu_only_during_the_call():
     assert seen == ["cuda"] and got.is_cuda
     assert all(p.device.type == "cpu" and p.is_pinned() for p in module.parameters())
     torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)  # float32 GEMMs on another device
+
+
+def test_cuda_graphs_are_refused_with_parallel_editing():
+    from sama_rt.editor import Editor
+    from sama_rt.parallel import ParallelConfig
+
+    dit = build_dit(DiTConfig.preset("tiny"), seed=0)
+    with pytest.raises(ValueError, match="not captured around parallel steps"):
+        Editor(dit, None, None, None, parallel=ParallelConfig(ulysses=2), runtime=RuntimeOptions(cuda_graphs=True))
