@@ -38,7 +38,8 @@ setup(
         "export": ["onnx>=1.16", "onnxruntime", "onnxscript", "polygraphy", "onnx-graphsurgeon"],
         "triton": ["triton>=3.2"],
         "tensorrt": ["tensorrt-cu13"],
-        "dev": ["pytest", "onnx>=1.16", "onnxruntime", "onnxscript", "triton>=3.2"],
+        # transformers: only to compare the prompt tokenizer with the HF T5 tokenizer the release uses.
+        "dev": ["pytest", "onnx>=1.16", "onnxruntime", "onnxscript", "triton>=3.2", "transformers>=4.40,<5"],
     },
     entry_points={"console_scripts": ["sama-rt = sama_rt.cli:main"]},
 )

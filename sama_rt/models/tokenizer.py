@@ -3,7 +3,8 @@
 The release tokenizes with the Hugging Face T5 tokenizer over `google/umt5-xxl/spiece.model`
 (pad 0, EOS 1, unk 2): clean the text, encode it with sentencepiece, append EOS, truncate to
 `max_length` keeping EOS last, right-pad with pad ids; the mask marks the non-pad tokens.
-For ordinary text this is exactly what `PromptTokenizer` does.
+For ordinary text this is exactly what `PromptTokenizer` does (tests/models/test_tokenizer.py
+compares ids and masks with HF's slow and fast T5 tokenizers).
 
 Known difference: the HF tokenizer treats the literal strings of its special tokens
 ("</s>", "<pad>", "<unk>", "<extra_id_N>") typed inside a prompt as those tokens;

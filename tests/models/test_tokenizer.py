@@ -120,6 +120,44 @@ def test_exact_fit_is_not_truncated(tok, caplog):
     assert shorter[0].tolist() == ids[0, : n - 2].tolist() + [EOS]
 
 
+# -- against the Hugging Face T5 tokenizer the release uses ------------------------------
+# The release tokenizes with `AutoTokenizer.from_pretrained("google/umt5-xxl")` (padding to
+# max_length, truncation) after the same cleaning. That folder is not available here, so the
+# HF tokenizers are built over our small sentencepiece model: the slow `T5Tokenizer` and the
+# fast one converted from it with a prefix space (the umT5 tokenizer.json's Metaspace adds one).
+HF_PROMPTS = [
+    "[Video edit] make the sky red", "[Video edit]", "", "  Replace the swan with a white cat. ",
+    "Remove   the football!", "Turn into watercolor style, please", "café  au lait ¡hola! 東京 ",
+    "x" * 40, "a,b;c:d", "Tom &amp;amp; Jerry", "new\nline\ttab", "ﬁne ligature ① ２",
+    "emoji \U0001f389 ok", "[Video edit] turn car into a blue truck " * 20,
+]
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizers(tokenizer_dir):
+    transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+    model_file = str(tokenizer_dir / "spiece.model")
+    return {
+        "slow": transformers.T5Tokenizer(model_file, extra_ids=0, legacy=True),
+        "fast": transformers.T5TokenizerFast(vocab_file=model_file, extra_ids=0, from_slow=True, add_prefix_space=True),
+    }
+
+
+@pytest.mark.parametrize("kind", ["slow", "fast"])
+@pytest.mark.parametrize("max_length", [512, 16])
+def test_ids_and_mask_equal_hf_t5_tokenizer(tok, hf_tokenizers, kind, max_length):
+    hf = hf_tokenizers[kind]
+    truncated = 0
+    for prompt in HF_PROMPTS:
+        ids, mask = tok([prompt], max_length=max_length)
+        theirs = hf([clean_prompt(prompt)], padding="max_length", truncation=True,
+                    max_length=max_length, return_tensors="pt")
+        assert ids.tolist() == theirs.input_ids.tolist(), prompt
+        assert mask.tolist() == theirs.attention_mask.tolist(), prompt
+        truncated += tok.count_tokens(prompt) > max_length
+    assert (truncated > 3) == (max_length == 16)  # both branches of truncation are compared
+
+
 # -- loading ---------------------------------------------------------------------------
 def test_from_pretrained_accepts_folder_or_model_file(tokenizer_dir, tok):
     direct = PromptTokenizer.from_pretrained(tokenizer_dir / "spiece.model")
