@@ -16,6 +16,7 @@
 # in priority order: with 15 minutes of device time, run `core`, then `extra` with
 # DEADLINE_S set to the time left minus a minute (it skips what does not fit, and says so).
 # Then `python scripts/gpu_report.py $OUT` prints the Markdown for docs/BENCHMARKS.md.
+# First, here: `bash scripts/gpu_wheels.sh`, and name .whl in each device call's `carry`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}
@@ -24,10 +25,20 @@ export PYTHONUNBUFFERED=1
 deadline=${DEADLINE_S:-570}
 start=$SECONDS
 
+# The image's Python is `python3`; the sections (and their subprocesses) say `python`.
+if ! command -v python > /dev/null; then
+  mkdir -p /tmp/pybin && ln -sf "$(command -v python3)" /tmp/pybin/python && export PATH=/tmp/pybin:$PATH
+fi
+# Requirements the image lacks (PyAV, ftfy), as wheels from scripts/gpu_wheels.sh carried in .whl/.
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 # name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
 bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
 declare -A TIMEOUT CMD
-TIMEOUT[setup]=120;   CMD[setup]="python -m pip install -q --no-deps --no-build-isolation -e .; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
+TIMEOUT[setup]=120;   CMD[setup]="python -m pip install -q --no-deps --no-build-isolation -e .; python -c 'import av, ftfy' || echo 'MISSING av/ftfy: run scripts/gpu_wheels.sh and carry .whl'; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider tests/kernels tests/models/test_attention.py tests/acceleration"

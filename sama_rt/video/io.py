@@ -21,8 +21,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import av
 import numpy as np
+
+from .pyav import av
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import av
 import numpy as np
 
 from .io import (
@@ -38,6 +37,7 @@ from .io import (
     _to_video_frame,
     _video_stream,
 )
+from .pyav import av
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from .pyav import av
 
 logger = logging.getLogger(__name__)
 
