@@ -15,6 +15,8 @@ the model dtype. The per-token quantization is a few elementwise passes in eager
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -31,6 +33,17 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     amax = torch.linalg.vector_norm(x, ord=float("inf"), dim=1, keepdim=True).float()
     scale = amax.clamp(min=_MIN_AMAX) / E4M3_MAX
     return (x / scale).to(E4M3), scale
+
+
+@functools.cache
+def cpu_rowwise_scaled_mm() -> bool:
+    """Whether this torch's CPU `_scaled_mm` takes per-row scales (older builds: per-tensor only)."""
+    ones = torch.ones(16, 16).to(E4M3)
+    try:
+        torch._scaled_mm(ones, ones.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16), out_dtype=torch.float32)
+    except RuntimeError:
+        return False
+    return True
 
 
 class Fp8Linear(nn.Module):
@@ -68,9 +81,14 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x_q, x_scale = quantize_rows(x.reshape(-1, self.in_features))
-        # mat2 must be column-major: the transpose of the row-major [out, in] weight is.
-        y = torch._scaled_mm(x_q, self.weight_q.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                             bias=self.bias, out_dtype=self.out_dtype)
+        if x_q.device.type == "cpu" and not cpu_rowwise_scaled_mm():
+            # The same products and scales, dequantized: float32 accumulation, as the GEMM.
+            y = (x_q.float() @ self.weight_q.t().float()) * (x_scale * self.weight_scale)
+            y = (y if self.bias is None else y + self.bias.float()).to(self.out_dtype)
+        else:
+            # mat2 must be column-major: the transpose of the row-major [out, in] weight is.
+            y = torch._scaled_mm(x_q, self.weight_q.t(), scale_a=x_scale, scale_b=self.weight_scale,
+                                 bias=self.bias, out_dtype=self.out_dtype)
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -2,12 +2,14 @@
 its own dequantized math, the conversion of a DiT, and the error against the exact model.
 
 torch._scaled_mm runs on CPU, so everything but the speed is checked here; the CUDA test
-(rowwise-scaled GEMM on sm_89+) skips elsewhere.
+(rowwise-scaled GEMM on sm_89+) skips elsewhere. CPU builds whose `_scaled_mm` takes per-tensor
+scales only get the dequantized fallback, also checked against the GEMM where both exist.
 """
 import pytest
 import torch
 from torch import nn
 
+from sama_rt.acceleration import fp8_linear
 from sama_rt.acceleration.fp8_linear import E4M3_MAX, Fp8Linear, convert_to_fp8_linear, quantize_rows
 from sama_rt.acceleration.offload import enable_block_offload
 from sama_rt.guided import GuidedPredictor
@@ -49,6 +51,24 @@ def test_fp8_linear_is_the_dequantized_gemm():
     exact = linear(x)
     channel_err = ((y - exact).norm(dim=(0, 1)) / exact.norm(dim=(0, 1)))
     assert 0 < channel_err.max() < 0.08
+
+
+@pytest.mark.skipif(not fp8_linear.cpu_rowwise_scaled_mm(), reason="this torch's CPU _scaled_mm takes per-tensor scales only")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_cpu_fallback_equals_the_rowwise_gemm(monkeypatch, bias, out_dtype):
+    gen = torch.Generator().manual_seed(3)
+    linear = nn.Linear(64, 32, bias=bias).to(out_dtype)
+    x = torch.randn(2, 5, 64, generator=gen).to(out_dtype)
+    fp8 = Fp8Linear.from_linear(linear)
+    gemm = fp8(x)
+    monkeypatch.setattr(fp8_linear, "cpu_rowwise_scaled_mm", lambda: False)
+    fallback = fp8(x)
+    assert fallback.dtype == gemm.dtype == out_dtype
+    # Same products and scales, float32 accumulation in another order, then one rounding to
+    # the output dtype (bf16: 2**-8 relative).
+    tol = 1e-5 if out_dtype == torch.float32 else 2**-7
+    torch.testing.assert_close(fallback, gemm, atol=tol, rtol=tol)
 
 
 def test_fp8_linear_refuses_shapes_the_gemm_cannot_take():
