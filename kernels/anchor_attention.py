@@ -38,6 +38,9 @@ from ..models.rope import apply_rope, sequence_rope_tables
 _LOG2E = 1.4426950408889634
 # Largest finite float8 e4m3fn value: per-block scales map each block's max |x| onto it.
 FP8_E4M3_MAX = tl.constexpr(448.0)
+# FP8 keys get one scale per this many positions (source and target rows of those positions
+# together): a multiple of every BLOCK_N, so each key tile of the loop reads one scale.
+FP8_KEY_BLOCK = tl.constexpr(128)
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -46,7 +49,9 @@ class AttentionPrecision(Choice):
 
     NATIVE: tensor-core dots in the input dtype (fp16/bf16; fp32 inputs use exact fp32 dots),
     fp32 accumulation. FP8: q.k and p.v in float8 e4m3 with per-block scales (per query row for
-    q, per key tile for k, per key tile and channel for v), fp32 accumulation; needs sm_89+.
+    q, per block of FP8_KEY_BLOCK positions for k, per channel for v, one 1/448 for p), fp32
+    accumulation; needs sm_89+. The k and v scales come from a pre-pass over k and v (two
+    reductions, no copies), so the main loop only multiplies and casts.
     """
 
     NATIVE = "native"
@@ -102,22 +107,21 @@ def _load_pairs(
 
 @triton.jit
 def _rotated_logits(
-    q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin,
+    q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
 ):
     """Logits [BLOCK_M, BLOCK_N] of the rotated queries against one tile of keys.
 
     k_even / k_odd / cos / sin: [BLOCK_N, HALF_PAD] float32; the rotated tiles are
     transposed for the dots (a layout choice the compiler makes in shared memory).
+    k_scale (FP8): the scale of this tile's key block, from the pre-pass.
     """
     kr_even = tl.trans(k_even * cos - k_odd * sin)
     kr_odd = tl.trans(k_even * sin + k_odd * cos)
     if FP8:
-        # One scale per key tile maps its largest |k| onto the e4m3 range.
-        k_amax = tl.maximum(tl.max(tl.max(tl.abs(kr_even), 1), 0), tl.max(tl.max(tl.abs(kr_odd), 1), 0))
-        k_scale = tl.maximum(k_amax, 1e-30) / FP8_E4M3_MAX
-        k8_even = _to_e4m3(kr_even / k_scale, FP8_ROUND_IN_FP32)
-        k8_odd = _to_e4m3(kr_odd / k_scale, FP8_ROUND_IN_FP32)
+        k_inv = 1.0 / k_scale
+        k8_even = _to_e4m3(kr_even * k_inv, FP8_ROUND_IN_FP32)
+        k8_odd = _to_e4m3(kr_odd * k_inv, FP8_ROUND_IN_FP32)
         qk = tl.dot(q_odd, k8_odd, tl.dot(q_even, k8_even))
         qk = qk * (q_row_scale[:, None] * k_scale)
     else:
@@ -128,19 +132,20 @@ def _rotated_logits(
 
 @triton.jit
 def _weighted_values(
-    acc, p, v_ptrs, v_mask,
+    acc, p, v_ptrs, v_mask, v_inv,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
 ):
-    """acc + p @ v for one tile of keys."""
+    """acc + p @ v for one tile of keys.
+
+    FP8: p lies in [0, 1], so 448 * p uses the whole e4m3 range; v is divided by its
+    per-channel scale (v_inv = 1 / scale). Both factors are constant over the loop, so acc
+    stays in those units and the epilogue multiplies them out once.
+    """
     v = tl.load(v_ptrs, mask=v_mask, other=0.0)
     if FP8:
-        # p lies in [0, 1]: scaling it by 448 uses the whole e4m3 range. v gets one scale per
-        # channel of the tile; a per-channel scale factors out of the sum over keys.
-        v32 = v.to(tl.float32)
-        v_scale = tl.maximum(tl.max(tl.abs(v32), 0), 1e-30) / FP8_E4M3_MAX
-        v8 = _to_e4m3(v32 / v_scale[None, :], FP8_ROUND_IN_FP32)
+        v8 = _to_e4m3(v.to(tl.float32) * v_inv[None, :], FP8_ROUND_IN_FP32)
         p8 = _to_e4m3(p * FP8_E4M3_MAX, FP8_ROUND_IN_FP32)
-        acc += tl.dot(p8, v8) * (v_scale / FP8_E4M3_MAX)[None, :]
+        acc = tl.dot(p8, v8, acc)
     else:
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
     return acc
@@ -150,7 +155,7 @@ def _weighted_values(
 def _attend_positions(
     acc, l_i, m_i,
     q_even, q_odd, q_row_scale,
-    K, V, COS, SIN,
+    K, V, COS, SIN, K_SCALE, v_inv,
     k_base, v_base, stride_kl, stride_vl,
     start_p, num_video, num_anchor,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
@@ -176,10 +181,15 @@ def _attend_positions(
     cos = tl.load(COS + t_ptrs, mask=t_mask, other=0.0)
     sin = tl.load(SIN + t_ptrs, mask=t_mask, other=0.0)
     target_p = offs_p + num_video + num_anchor
+    k_scale = 1.0
+    if FP8:
+        k_scale = tl.load(K_SCALE + start_p // FP8_KEY_BLOCK)  # source and target keys share it
     k_even, k_odd = _load_pairs(K + k_base, offs_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
+                             FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
     k_even, k_odd = _load_pairs(K + k_base, target_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
+                             FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
     if MASK_KEYS:
         qk_src = tl.where(pos_ok[None, :], qk_src, float("-inf"))
         qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
@@ -193,15 +203,15 @@ def _attend_positions(
     acc = acc * alpha[:, None]
     v_src = V + v_base + offs_p[:, None] * stride_vl + dim[None, :]
     v_tgt = V + v_base + target_p[:, None] * stride_vl + dim[None, :]
-    acc = _weighted_values(acc, p_src, v_src, v_mask, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
-    acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    acc = _weighted_values(acc, p_src, v_src, v_mask, v_inv, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, v_inv, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
     return acc, l_i, m_new
 
 
 @triton.jit
 def _video_queries(
-    Q, K, V, COS, SIN, OUT,
-    q_base, k_base, v_base, o_base,
+    Q, K, V, COS, SIN, K_SCALE, V_SCALE, OUT,
+    q_base, k_base, v_base, o_base, pid_bh,
     stride_ql, stride_kl, stride_vl, stride_ol,
     num_video, num_anchor, pid_m,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
@@ -238,6 +248,13 @@ def _video_queries(
         qd_even = qr_even.to(Q.dtype.element_ty)
         qd_odd = qr_odd.to(Q.dtype.element_ty)
 
+    v_scale = tl.full([DIM_PAD], 1.0, tl.float32)
+    if FP8:
+        # This (batch, head)'s scales from the pre-pass: its key blocks, v's channels.
+        K_SCALE += pid_bh * tl.cdiv(num_video, FP8_KEY_BLOCK)
+        v_scale = tl.load(V_SCALE + pid_bh * HEAD_DIM + dim, mask=dim < HEAD_DIM, other=1.0)
+    v_inv = 1.0 / v_scale
+
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, DIM_PAD], tl.float32)
@@ -246,16 +263,19 @@ def _video_queries(
     full_end = (num_video // BLOCK_N) * BLOCK_N
     for start_p in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
             k_base, v_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
             HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
         )
     if full_end < num_video:
         acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN,
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
             k_base, v_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
             HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
         )
+
+    if FP8:
+        acc = acc * (v_scale / FP8_E4M3_MAX)[None, :]  # back to v's units (see _weighted_values)
 
     # Anchor keys: each has logit exactly 0, so together they are one key of weight A and
     # value mean(v_anchor), i.e. weight exp2(0 - m) per anchor times sum(v_anchor).
@@ -306,7 +326,7 @@ def _anchor_queries(
 
 @triton.jit
 def anchor_attention_fwd(
-    Q, K, V, COS, SIN,
+    Q, K, V, COS, SIN, K_SCALE, V_SCALE,
     stride_qb, stride_ql, stride_qh,
     stride_kb, stride_kl, stride_kh,
     stride_vb, stride_vl, stride_vh,
@@ -320,7 +340,9 @@ def anchor_attention_fwd(
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
 
     Parameters are ordered inputs, integer scalars, output (the order an ahead-of-time plugin
-    passes them in); the last dimension of every tensor must be contiguous.
+    passes them in); the last dimension of every tensor must be contiguous. K_SCALE / V_SCALE:
+    the FP8 scales from `fp8_scales` (float32 [B * heads, cdiv(N, FP8_KEY_BLOCK)] and
+    [B * heads, head_dim]); None (compiled out) for native precision.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -333,7 +355,7 @@ def anchor_attention_fwd(
     o_base = b.to(tl.int64) * stride_ob + h * stride_oh
     if pid_m < tl.cdiv(2 * num_video, BLOCK_M):
         _video_queries(
-            Q, K, V, COS, SIN, OUT, q_base, k_base, v_base, o_base,
+            Q, K, V, COS, SIN, K_SCALE, V_SCALE, OUT, q_base, k_base, v_base, o_base, pid_bh,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
             QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32,
             SPLIT_LOADS,
@@ -458,6 +480,29 @@ def _check_inputs(q, k, v, cos, sin, num_anchor: int) -> tuple[int, int, int, in
     return batch, seq_len, num_heads, head_dim, num_video
 
 
+def fp8_scales(k: torch.Tensor, v: torch.Tensor, num_video: int, num_anchor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FP8 kernel's key and value scales, from the video rows only (anchor rows are ignored).
+
+    Keys: one scale per (batch, head, block of FP8_KEY_BLOCK positions), over the source and
+    target rows of those positions. A rotated channel k_e cos - k_o sin is at most
+    sqrt(k_e**2 + k_o**2) <= sqrt(2) * max(|k_e|, |k_o|), so sqrt(2) * max|k| / 448 keeps every
+    rotated key in e4m3's range without rotating anything here. Values: one scale per
+    (batch, head, channel). Both are float32, [B * heads, blocks] and [B * heads, head_dim].
+    """
+    batch, _, num_heads, head_dim = k.shape
+    video = (slice(0, num_video), slice(num_video + num_anchor, None))
+    # max over channels, then over source/target: [B, N, heads]
+    k_row = torch.maximum(*(torch.linalg.vector_norm(k[:, rows], ord=float("inf"), dim=-1) for rows in video))
+    block = FP8_KEY_BLOCK.value
+    blocks = triton.cdiv(num_video, block)
+    k_row = F.pad(k_row.float(), (0, 0, 0, blocks * block - num_video))
+    k_amax = k_row.view(batch, blocks, block, num_heads).amax(dim=2).transpose(1, 2)
+    v_amax = torch.maximum(*(torch.linalg.vector_norm(v[:, rows], ord=float("inf"), dim=1) for rows in video))
+    k_scale = (k_amax * 2**0.5).clamp(min=1e-30) / FP8_E4M3_MAX.value
+    v_scale = v_amax.float().clamp(min=1e-30) / FP8_E4M3_MAX.value
+    return k_scale.reshape(batch * num_heads, blocks).contiguous(), v_scale.reshape(batch * num_heads, head_dim).contiguous()
+
+
 def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision,
             config: triton.Config | None = None) -> torch.Tensor:
     """config: run this one configuration instead of the autotuned choice (tests)."""
@@ -479,6 +524,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     cos, sin = cos.contiguous(), sin.contiguous()
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     half_pad, dim_pad = padded_dims(head_dim, fp8)
+    k_scale, v_scale = fp8_scales(k, v, num_video, num_anchor) if fp8 else (None, None)
 
     def grid(meta):
         return grid_size(batch, num_heads, num_video, num_anchor, meta["BLOCK_M"])
@@ -491,7 +537,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
         kernel[grid](
-            q, k, v, cos, sin,
+            q, k, v, cos, sin, k_scale, v_scale,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),

@@ -6,7 +6,8 @@ no GPU: Triton lowers to PTX and runs its bundled ptxas for a cubin.
 
 Launch contract of the compiled kernel (`CompiledAnchorAttention.params` lists it exactly):
 
-* parameters, in order: pointers Q, K, V, COS, SIN (inputs); int32 strides (in elements) of
+* parameters, in order: pointers Q, K, V, COS, SIN (inputs), and for precision "fp8" also
+  K_SCALE, V_SCALE (float32 scales that `anchor_attention.fp8_scales` computes); int32 strides (in elements) of
   q, k, v, out for the batch, sequence and head dimensions (12 values); int32 num_heads,
   num_video (N), num_anchor (A); pointer OUT (output); then, on Triton versions that add
   them (3.3+), scratch pointers the kernel never uses: pass null (`compile_anchor_attention`
@@ -234,6 +235,10 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "SPLIT_LOADS": spec.split_loads,
     }
     pointer_types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "COS": "*fp32", "SIN": "*fp32"}
+    if fp8:  # the scales of `fp8_scales`; native precision compiles them out (None)
+        pointer_types.update(K_SCALE="*fp32", V_SCALE="*fp32")
+    else:
+        constexprs.update(K_SCALE=None, V_SCALE=None)
     signature = {
         name: "constexpr" if name in constexprs else pointer_types.get(name, "i32") for name in kernel.arg_names
     }

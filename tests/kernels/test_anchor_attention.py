@@ -160,7 +160,8 @@ def test_rejects_inputs_that_break_the_contract():
         anchor_attention(q, k.half(), v, cos, sin, 2)
 
 
-@pytest.mark.parametrize("frames,height,width,num_anchor,head_dim", [(1, 3, 5, 1, 48), (2, 3, 3, 65, 128)])
+@pytest.mark.parametrize("frames,height,width,num_anchor,head_dim",
+                         [(1, 3, 5, 1, 48), (2, 3, 3, 65, 128), (2, 9, 15, 65, 48)])  # the last: 3 key blocks
 def test_fp8_error_within_e4m3_rounding(frames, height, width, num_anchor, head_dim):
     _skip_fp8_without_support()
     q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, 1, 2, head_dim, torch.float16, seed=6)
@@ -175,6 +176,32 @@ def test_fp8_error_within_e4m3_rounding(frames, height, width, num_anchor, head_
     # ... and it must really be quantized (not silently the fp16 path).
     fp16_err = (anchor_attention(q, k, v, cos, sin, num_anchor).float() - oracle).abs().max().item()
     assert err > 4 * fp16_err
+
+
+def test_fp8_scales_bound_the_rotated_keys_and_ignore_anchor_rows():
+    num_anchor, block = 3, kernel_module.FP8_KEY_BLOCK.value
+    q, k, v, cos, sin = _inputs(2, 9, 15, num_anchor, 2, 3, 48, torch.float32, seed=8)
+    num_video = cos.shape[0]  # 270 positions: blocks of 128, 128 and a partial 14
+    k = k * torch.logspace(-2, 1, k.shape[1])[None, :, None, None]  # magnitudes vary along the sequence
+    k_scale, v_scale = kernel_module.fp8_scales(k, v, num_video, num_anchor)
+    assert k_scale.shape == (2 * 3, 3) and v_scale.shape == (2 * 3, 48)
+    cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
+    rotated = apply_rope(k, cos_l, sin_l).abs().amax(dim=-1)  # [B, L, heads]
+    # Source and target rows of the same positions share a scale.
+    per_position = torch.maximum(rotated[:, :num_video], rotated[:, num_video + num_anchor:])
+    for b in range(3):
+        largest = per_position[:, b * block:(b + 1) * block].amax(dim=1).flatten()  # [B * heads]
+        assert (largest <= k_scale[:, b] * 448).all()
+        # ... and the bound is at most 2x loose: some rotated channel of the largest pair
+        # is at least its norm / sqrt(2) >= max|k| / sqrt(2).
+        assert (largest >= k_scale[:, b] * 448 / 2 * (1 - 1e-6)).all()
+    video_v = torch.cat([v[:, :num_video], v[:, num_video + num_anchor:]], dim=1)
+    torch.testing.assert_close(v_scale * 448, video_v.abs().amax(dim=1).reshape(6, 48), rtol=1e-6, atol=0)
+    # Anchor rows take no part: huge anchor values change neither scale.
+    k2, v2 = k.clone(), v.clone()
+    k2[:, num_video:num_video + num_anchor] = 1e4
+    v2[:, num_video:num_video + num_anchor] = 1e4
+    assert all(torch.equal(a, b) for a, b in zip(kernel_module.fp8_scales(k2, v2, num_video, num_anchor), (k_scale, v_scale)))
 
 
 @triton.jit

@@ -20,8 +20,14 @@ DOCUMENTED_PARAMS = [
 ]
 
 
+FP8_SCALE_PARAMS = [("K_SCALE", "*fp32"), ("V_SCALE", "*fp32")]  # after SIN, fp8 only
+
+
 def _check_params(compiled: CompiledAnchorAttention, elem: str) -> None:
-    expected = [(name, ty.format(t=elem)) for name, ty in DOCUMENTED_PARAMS]
+    documented = DOCUMENTED_PARAMS
+    if compiled.precision == "fp8":
+        documented = documented[:5] + FP8_SCALE_PARAMS + documented[5:]
+    expected = [(name, ty.format(t=elem)) for name, ty in documented]
     got = [(p.name, p.type) for p in compiled.params]
     assert got[: len(expected)] == expected
     # Anything after OUT is a scratch pointer Triton appends; the PTX entry has exactly as many
