@@ -80,6 +80,23 @@ def _to_e4m3(x, ROUND_IN_FP32: tl.constexpr):
 
 
 @triton.jit
+def _to_dot_dtype(x, DTYPE: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """float32 x as an operand of a DTYPE dot (or for a DTYPE store).
+
+    Under the CPU interpreter (ROUND_IN_FP32) a bfloat16 operand stays float32, rounded to the
+    bf16 grid here: the interpreter's bf16 cast truncates and its bf16 dot is broken, while a
+    float32 dot of bf16-exact values accumulates exactly what the tensor cores do (each
+    product of two bf16 values is exact in float32). Compiled code takes the plain cast.
+    """
+    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+        bits = x.to(tl.int32, bitcast=True)
+        # Keep 7 of 23 mantissa bits, round to nearest even; the add carries into the exponent.
+        return ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+    else:
+        return x.to(DTYPE)
+
+
+@triton.jit
 def _load_pairs(
     base, rows, row_ok, stride_l,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr, SPLIT_LOADS: tl.constexpr,
@@ -107,8 +124,8 @@ def _load_pairs(
 
 @triton.jit
 def _rotated_logits(
-    q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
-    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+    q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, DTYPE: tl.constexpr,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
     """Logits [BLOCK_M, BLOCK_N] of the rotated queries against one tile of keys.
 
@@ -120,20 +137,20 @@ def _rotated_logits(
     kr_odd = tl.trans(k_even * sin + k_odd * cos)
     if FP8:
         k_inv = 1.0 / k_scale
-        k8_even = _to_e4m3(kr_even * k_inv, FP8_ROUND_IN_FP32)
-        k8_odd = _to_e4m3(kr_odd * k_inv, FP8_ROUND_IN_FP32)
+        k8_even = _to_e4m3(kr_even * k_inv, ROUND_IN_FP32)
+        k8_odd = _to_e4m3(kr_odd * k_inv, ROUND_IN_FP32)
         qk = tl.dot(q_odd, k8_odd, tl.dot(q_even, k8_even))
         qk = qk * (q_row_scale[:, None] * k_scale)
     else:
-        qk = tl.dot(q_even, kr_even.to(q_even.dtype), input_precision=DOT_PRECISION)
-        qk = tl.dot(q_odd, kr_odd.to(q_odd.dtype), qk, input_precision=DOT_PRECISION)
+        qk = tl.dot(q_even, _to_dot_dtype(kr_even, DTYPE, ROUND_IN_FP32), input_precision=DOT_PRECISION)
+        qk = tl.dot(q_odd, _to_dot_dtype(kr_odd, DTYPE, ROUND_IN_FP32), qk, input_precision=DOT_PRECISION)
     return qk
 
 
 @triton.jit
 def _weighted_values(
-    acc, p, v_ptrs, v_mask, v_inv,
-    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+    acc, p, v_ptrs, v_mask, v_inv, DTYPE: tl.constexpr,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
     """acc + p @ v for one tile of keys.
 
@@ -143,11 +160,13 @@ def _weighted_values(
     """
     v = tl.load(v_ptrs, mask=v_mask, other=0.0)
     if FP8:
-        v8 = _to_e4m3(v.to(tl.float32) * v_inv[None, :], FP8_ROUND_IN_FP32)
-        p8 = _to_e4m3(p * FP8_E4M3_MAX, FP8_ROUND_IN_FP32)
+        v8 = _to_e4m3(v.to(tl.float32) * v_inv[None, :], ROUND_IN_FP32)
+        p8 = _to_e4m3(p * FP8_E4M3_MAX, ROUND_IN_FP32)
         acc = tl.dot(p8, v8, acc)
     else:
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+            v = v.to(tl.float32)  # exact; see _to_dot_dtype
+        acc = tl.dot(_to_dot_dtype(p, DTYPE, ROUND_IN_FP32), v, acc, input_precision=DOT_PRECISION)
     return acc
 
 
@@ -160,7 +179,7 @@ def _attend_positions(
     start_p, num_video, num_anchor,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr, FP8: tl.constexpr, MASK_KEYS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """One online-softmax step over the source AND target keys of BLOCK_N positions.
 
@@ -185,11 +204,11 @@ def _attend_positions(
     if FP8:
         k_scale = tl.load(K_SCALE + start_p // FP8_KEY_BLOCK)  # source and target keys share it
     k_even, k_odd = _load_pairs(K + k_base, offs_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
-                             FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
+                             FP8, DOT_PRECISION, ROUND_IN_FP32)
     k_even, k_odd = _load_pairs(K + k_base, target_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale,
-                             FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
+                             FP8, DOT_PRECISION, ROUND_IN_FP32)
     if MASK_KEYS:
         qk_src = tl.where(pos_ok[None, :], qk_src, float("-inf"))
         qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
@@ -203,8 +222,8 @@ def _attend_positions(
     acc = acc * alpha[:, None]
     v_src = V + v_base + offs_p[:, None] * stride_vl + dim[None, :]
     v_tgt = V + v_base + target_p[:, None] * stride_vl + dim[None, :]
-    acc = _weighted_values(acc, p_src, v_src, v_mask, v_inv, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
-    acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, v_inv, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32)
+    acc = _weighted_values(acc, p_src, v_src, v_mask, v_inv, V.dtype.element_ty, FP8, DOT_PRECISION, ROUND_IN_FP32)
+    acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, v_inv, V.dtype.element_ty, FP8, DOT_PRECISION, ROUND_IN_FP32)
     return acc, l_i, m_new
 
 
@@ -216,7 +235,7 @@ def _video_queries(
     num_video, num_anchor, pid_m,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    FP8_ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
     half_dim: tl.constexpr = HEAD_DIM // 2
@@ -241,12 +260,12 @@ def _video_queries(
     if FP8:
         q_amax = tl.maximum(tl.max(tl.abs(qr_even), 1), tl.max(tl.abs(qr_odd), 1))
         q_row_scale = tl.maximum(q_amax, 1e-30) / FP8_E4M3_MAX
-        qd_even = _to_e4m3(qr_even / q_row_scale[:, None], FP8_ROUND_IN_FP32)
-        qd_odd = _to_e4m3(qr_odd / q_row_scale[:, None], FP8_ROUND_IN_FP32)
+        qd_even = _to_e4m3(qr_even / q_row_scale[:, None], ROUND_IN_FP32)
+        qd_odd = _to_e4m3(qr_odd / q_row_scale[:, None], ROUND_IN_FP32)
     else:
         q_row_scale = tl.full([BLOCK_M], 1.0, tl.float32)
-        qd_even = qr_even.to(Q.dtype.element_ty)
-        qd_odd = qr_odd.to(Q.dtype.element_ty)
+        qd_even = _to_dot_dtype(qr_even, Q.dtype.element_ty, ROUND_IN_FP32)
+        qd_odd = _to_dot_dtype(qr_odd, Q.dtype.element_ty, ROUND_IN_FP32)
 
     v_scale = tl.full([DIM_PAD], 1.0, tl.float32)
     if FP8:
@@ -265,13 +284,13 @@ def _video_queries(
         acc, l_i, m_i = _attend_positions(
             acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
             k_base, v_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
         )
     if full_end < num_video:
         acc, l_i, m_i = _attend_positions(
             acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
             k_base, v_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, FP8_ROUND_IN_FP32, SPLIT_LOADS,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
         )
 
     if FP8:
@@ -296,13 +315,13 @@ def _video_queries(
 
     out = acc / l_i[:, None]
     o_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
-    tl.store(OUT + o_base + phys_m[:, None] * stride_ol + dim[None, :], out.to(OUT.dtype.element_ty), mask=o_mask)
+    tl.store(OUT + o_base + phys_m[:, None] * stride_ol + dim[None, :], _to_dot_dtype(out, OUT.dtype.element_ty, ROUND_IN_FP32).to(OUT.dtype.element_ty), mask=o_mask)
 
 
 @triton.jit
 def _anchor_queries(
     V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor,
-    HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
     """Anchor queries have q = 0: uniform attention, output mean(v) over the whole sequence."""
     seq_len = 2 * num_video + num_anchor
@@ -320,7 +339,7 @@ def _anchor_queries(
         tile = tl.zeros([BLOCK_N, DIM_PAD], tl.float32) + mean[None, :]
         tl.store(
             OUT + o_base + (num_video + offs_a)[:, None] * stride_ol + dim[None, :],
-            tile.to(OUT.dtype.element_ty), mask=mask,
+            _to_dot_dtype(tile, OUT.dtype.element_ty, ROUND_IN_FP32).to(OUT.dtype.element_ty), mask=mask,
         )
 
 
@@ -334,7 +353,7 @@ def anchor_attention_fwd(
     num_heads, num_video, num_anchor,
     OUT,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
-    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, FP8_ROUND_IN_FP32: tl.constexpr,
+    FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
@@ -357,11 +376,13 @@ def anchor_attention_fwd(
         _video_queries(
             Q, K, V, COS, SIN, K_SCALE, V_SCALE, OUT, q_base, k_base, v_base, o_base, pid_bh,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
-            QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, FP8_ROUND_IN_FP32,
+            QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, ROUND_IN_FP32,
             SPLIT_LOADS,
         )
     else:
-        _anchor_queries(V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor, HEAD_DIM, DIM_PAD, BLOCK_N)
+        _anchor_queries(
+            V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor, HEAD_DIM, DIM_PAD, BLOCK_N, ROUND_IN_FP32,
+        )
 
 
 # Under TRITON_INTERPRET=1 triton.jit returns an interpreter object instead of a JITFunction.
@@ -442,8 +463,9 @@ def padded_dims(head_dim: int, fp8: bool) -> tuple[int, int]:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    # fp32 inputs get exact fp32 dots; tf32 would be ~1e-3 off and break parity tests.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    # fp32 inputs get exact fp32 dots; tf32 would be ~1e-3 off and break parity tests. Under
+    # the interpreter bf16 dots run in float32 on bf16-rounded operands (_to_dot_dtype).
+    return "ieee" if dtype == torch.float32 or (_INTERPRETED and dtype == torch.bfloat16) else "tf32"
 
 
 def grid_size(batch: int, num_heads: int, num_video: int, num_anchor: int, block_m: int) -> tuple[int, int]:
@@ -545,7 +567,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             num_heads, num_video, num_anchor,
             out,
             QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
-            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), FP8_ROUND_IN_FP32=_INTERPRETED, **meta,
+            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), ROUND_IN_FP32=_INTERPRETED, **meta,
         )
     return out
 

@@ -229,7 +229,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "DIM_PAD": dim_pad,
         "FP8": fp8,
         "DOT_PRECISION": dot_precision(_DTYPES_BY_NAME[dtype]),
-        "FP8_ROUND_IN_FP32": False,
+        "ROUND_IN_FP32": False,
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,
         "SPLIT_LOADS": spec.split_loads,
