@@ -13,7 +13,8 @@ anchor).
   all-to-all turns the output back. q, k and v travel in one call.
 - Ring (degree R): each rank keeps its query chunk and passes K/V chunks around the ring,
   merging partial results exactly with their log-sum-exp (online softmax); the transfer
-  of the next chunk overlaps the attention of the current one.
+  of the next chunk overlaps the attention of the current one. Each partial is torch's
+  flash attention where it returns the log-sum-exp (CPU; CUDA fp16/bf16).
 - Both: Ulysses inside, ring across: after the all-to-all a rank holds the rows of U
   shards (one ring chunk) for heads/U heads, and rings those chunks with the ranks that
   hold the same heads.
@@ -73,10 +74,38 @@ def heads_to_sequence(x: torch.Tensor, ulysses: RankGroup) -> torch.Tensor:
 
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(QK^T/sqrt(d)) V and the log-sum-exp of each query's logits, float32.
+    """softmax(QK^T/sqrt(d)) V and the log-sum-exp of each query's logits, both float32.
 
-    q [B, Lq, h, D], k/v [B, Lk, h, D] -> out [B, Lq, h, D], lse [B, Lq, h]. Query blocks
-    keep the float32 logits under LOGITS_BLOCK_BYTES.
+    q [B, Lq, h, D], k/v [B, Lk, h, D] -> out [B, Lq, h, D], lse [B, Lq, h]. A fused flash
+    kernel where torch has one that returns the log-sum-exp (CPU; CUDA in fp16/bf16), else
+    the exact float32 routine.
+    """
+    fused = _flash_attention_with_lse(q, k, v)
+    return fused if fused is not None else exact_attention_with_lse(q, k, v)
+
+
+def _flash_attention_with_lse(q, k, v) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """torch's flash attention with its log-sum-exp (natural log, float32), or None.
+
+    These are the aten ops behind F.scaled_dot_product_attention; SDPA itself does not
+    return the log-sum-exp that merging ring partials needs. The output is in q's dtype
+    (accumulated in float32), so a 16-bit partial is rounded once before merging, as in any
+    flash-based ring attention.
+    """
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # [B, h, L, D]
+    scale = q.shape[-1] ** -0.5
+    if q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, False, scale=scale)
+    elif q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qt, kt, vt, 0.0, False, False, scale=scale)[:2]
+    else:
+        return None
+    return out.transpose(1, 2).float(), lse.transpose(1, 2).float()
+
+
+def exact_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_with_lse in plain float32 (the fallback, and the tests' oracle). Query
+    blocks keep the float32 logits under LOGITS_BLOCK_BYTES.
     """
     b, lk, h = k.shape[0], k.shape[1], k.shape[2]
     rows = max(1, LOGITS_BLOCK_BYTES // (4 * b * h * lk))
