@@ -32,7 +32,8 @@ def test_report_from_real_outputs(tmp_path):
     (tmp_path / "attention.out").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
         "dtype": "torch.bfloat16", "num_anchor": 65,
-        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True))],
+        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999)),
+                   asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
         "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0)),
                     asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
     }))
@@ -44,8 +45,23 @@ def test_report_from_real_outputs(tmp_path):
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81," in text
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 |" in text
+    assert "| 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text and "| - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
     assert "| tiny | fp8 | " in text and "| tiny | bf16 | " in text
     assert "Where one step's time goes (step49, cpu operators" in text and "| `aten::addmm` |" in text
     assert report.main([str(tmp_path / "missing")]) == 2
+
+
+def test_attention_check_runs_and_fills_every_field(monkeypatch):
+    """benchmarks/attention.py's correctness check, at a tiny shape on CPU (kernel interpreted,
+    bf16 emulated exactly; SDPA's CPU flash kernel), so the GPU section cannot die on it."""
+    attention = _module("benchmarks/attention.py")
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    monkeypatch.setitem(attention.SHAPES, "tiny", (1, 3, 5))
+    check = attention.check_shape("tiny", 2, with_fp8=True)
+    assert check.passed, check
+    assert 0 < check.triton_err <= 2 * check.flash_err + attention.ATOL
+    assert 0 < check.fp8_err <= check.fp8_bound
+    assert 0 < check.fp8_vs_native_rms < 0.1 * check.fp8_bound and 0.99 < check.fp8_vs_native_cosine < 1
+    attention.print_table([check, attention.Check("81f", 2, 1e-3, 2e-3, None, None, True)], [])  # both row kinds
