@@ -35,13 +35,16 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
+# The image has pytest-xdist: tests in 8 processes, so kernel compiles run side by side.
+xdist=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
+
 # name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
 bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
 declare -A TIMEOUT CMD
 TIMEOUT[setup]=120;   CMD[setup]="python -m pip install -q --no-deps --no-build-isolation -e .; python -c 'import av, ftfy' || echo 'MISSING av/ftfy: run scripts/gpu_wheels.sh and carry .whl'; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
-TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=200; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[step49]=180;  CMD[step49]="$bench14 --frames 49 --profile"
 TIMEOUT[reference49]=200; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference"

@@ -282,6 +282,7 @@ def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8):
     checked, see benchmarks/kernel_sass.py), fp8 only with BLOCK_N >= 32, and just the
     first under SAMA_RT_AUTOTUNE=0. Pure config selection: no kernel runs here."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.delenv("SAMA_RT_AUTOTUNE", raising=False)  # the GPU test runs set it
     args = {"Q": torch.empty(1)}
     configs = list(kernel_module.HOPPER_CONFIGS + kernel_module.AMPERE_CONFIGS)
     chosen = kernel_module._prune_configs(configs, args, FP8=fp8)
