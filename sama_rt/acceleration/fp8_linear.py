@@ -60,6 +60,8 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_q", weight_q)
         self.register_buffer("weight_scale", weight_scale)  # [1, out], float32
         self.register_buffer("bias", bias)
+        # Probed here, not in forward, so that torch.compile traces a constant.
+        self.cpu_gemm_takes_row_scales = cpu_rowwise_scaled_mm()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Fp8Linear":
@@ -81,7 +83,7 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x_q, x_scale = quantize_rows(x.reshape(-1, self.in_features))
-        if x_q.device.type == "cpu" and not cpu_rowwise_scaled_mm():
+        if x_q.device.type == "cpu" and not self.cpu_gemm_takes_row_scales:
             # The same products and scales, dequantized: float32 accumulation, as the GEMM.
             y = (x_q.float() @ self.weight_q.t().float()) * (x_scale * self.weight_scale)
             y = (y if self.bias is None else y + self.bias.float()).to(self.out_dtype)

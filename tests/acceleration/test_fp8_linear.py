@@ -60,10 +60,9 @@ def test_cpu_fallback_equals_the_rowwise_gemm(monkeypatch, bias, out_dtype):
     gen = torch.Generator().manual_seed(3)
     linear = nn.Linear(64, 32, bias=bias).to(out_dtype)
     x = torch.randn(2, 5, 64, generator=gen).to(out_dtype)
-    fp8 = Fp8Linear.from_linear(linear)
-    gemm = fp8(x)
+    gemm = Fp8Linear.from_linear(linear)(x)
     monkeypatch.setattr(fp8_linear, "cpu_rowwise_scaled_mm", lambda: False)
-    fallback = fp8(x)
+    fallback = Fp8Linear.from_linear(linear)(x)
     assert fallback.dtype == gemm.dtype == out_dtype
     # Same products and scales, float32 accumulation in another order, then one rounding to
     # the output dtype (bf16: 2**-8 relative).
