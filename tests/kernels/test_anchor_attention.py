@@ -159,22 +159,25 @@ def test_rejects_inputs_that_break_the_contract():
         anchor_attention(q, k.half(), v, cos, sin, 2)
 
 
-@pytest.mark.parametrize("frames,height,width,num_anchor,head_dim",
-                         [(1, 3, 5, 1, 48), (2, 3, 3, 65, 128), (2, 9, 15, 65, 48)])  # the last: 3 key blocks
-def test_fp8_error_within_e4m3_rounding(frames, height, width, num_anchor, head_dim):
+@pytest.mark.parametrize("frames,height,width,num_anchor,head_dim,dtype", [
+    (1, 3, 5, 1, 48, torch.float16), (2, 3, 3, 65, 128, torch.float16),
+    (2, 9, 15, 65, 48, torch.float16),  # 3 key blocks
+    (2, 3, 3, 65, 128, torch.bfloat16),
+])
+def test_fp8_error_within_e4m3_rounding(frames, height, width, num_anchor, head_dim, dtype):
     _skip_fp8_without_support()
-    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, 1, 2, head_dim, torch.float16, seed=6)
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, 1, 2, head_dim, dtype, seed=6)
     oracle = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor).float()
     out = anchor_attention(q, k, v, cos, sin, num_anchor, precision=AttentionPrecision.FP8)
-    assert out.dtype == torch.float16
+    assert out.dtype == dtype
     err = (out.float() - oracle).abs().max().item()
     # e4m3 keeps 3 mantissa bits: rounding step 2**-3, so every operand of q.k and p.v carries
     # up to 2**-4 relative error. Each output is a weighted mean of v rows, so the result must
     # stay within one such rounding of the largest |v| (measured: about a quarter of it).
     assert err <= 2**-4 * v.abs().max().item(), err
-    # ... and it must really be quantized (not silently the fp16 path).
-    fp16_err = (anchor_attention(q, k, v, cos, sin, num_anchor).float() - oracle).abs().max().item()
-    assert err > 4 * fp16_err
+    # ... and it must really be quantized (not silently the native 16-bit path).
+    native_err = (anchor_attention(q, k, v, cos, sin, num_anchor).float() - oracle).abs().max().item()
+    assert err > 4 * native_err
 
 
 def test_fp8_scales_bound_the_rotated_keys_and_ignore_anchor_rows():
