@@ -417,16 +417,31 @@ AMPERE_CONFIGS = (
     _config(128, 16, 8, 3),
     _config(128, 32, 8, 2),
 )
+# float32 inputs (exact fp32 dots: parity checks, not the fast path) need twice the shared
+# memory of 16-bit ones: at head_dim 96/128 the lists above take 256-336 KiB on Hopper (it
+# has 227 KiB) and 120-176 KiB on Ada (99 KiB). These take 80-208 KiB at head_dim 128; the
+# first fits every GPU, so it is also the SAMA_RT_AUTOTUNE=0 choice.
+FLOAT32_CONFIGS = (
+    _config(64, 16, 4, 2),
+    _config(64, 32, 4, 2, split_loads=True),
+    _config(64, 32, 4, 3, split_loads=True),
+    _config(128, 16, 8, 2),
+)
 # The interpreter must get exactly one config (benchmarking several needs a GPU driver);
 # small tiles so that tests with tiny shapes still cross tile and source/target boundaries.
 INTERPRETER_CONFIG = _config(16, 16, 4, 1, split_loads=True)
 _HOPPER_IDS = {id(c) for c in HOPPER_CONFIGS}
+_FLOAT32_IDS = {id(c) for c in FLOAT32_CONFIGS}
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Keep the configs made for the GPU the tensors live on (and legal for fp8 dots)."""
+    """Keep the configs made for the GPU the tensors live on and the input dtype (and legal
+    for fp8 dots)."""
     major, _ = torch.cuda.get_device_capability(named_args["Q"].device)
-    chosen = [c for c in configs if (id(c) in _HOPPER_IDS) == (major >= 9)]
+    if named_args["Q"].dtype == torch.float32:
+        chosen = [c for c in configs if id(c) in _FLOAT32_IDS]
+    else:
+        chosen = [c for c in configs if id(c) not in _FLOAT32_IDS and (id(c) in _HOPPER_IDS) == (major >= 9)]
     if kwargs.get("FP8"):
         # fp8 tensor-core dots need a reduction dimension of at least 32 (p.v reduces BLOCK_N).
         chosen = [c for c in chosen if c.kwargs["BLOCK_N"] >= 32]
@@ -445,7 +460,7 @@ if _INTERPRETED:
     )
 else:
     _tuned_kernel = triton.autotune(
-        configs=list(HOPPER_CONFIGS + AMPERE_CONFIGS),
+        configs=list(HOPPER_CONFIGS + AMPERE_CONFIGS + FLOAT32_CONFIGS),
         key=["num_video", "num_anchor", "HEAD_DIM", "FP8"],
         prune_configs_by={"early_config_prune": _prune_configs},
     )(anchor_attention_fwd)

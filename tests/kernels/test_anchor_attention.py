@@ -280,17 +280,22 @@ def test_strided_and_split_loads_give_identical_results(frames, height, width, n
 
 @pytest.mark.parametrize("capability,fp8", [((9, 0), False), ((9, 0), True), ((8, 9), False), ((8, 9), True),
                                             ((8, 0), False)])
-def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, dtype):
     """Which configs the autotuner may try: the list made for the GPU's architecture (SASS
-    checked, see benchmarks/kernel_sass.py), fp8 only with BLOCK_N >= 32, and just the
-    first under SAMA_RT_AUTOTUNE=0. Pure config selection: no kernel runs here."""
+    checked, see benchmarks/kernel_sass.py) or, for float32 inputs, the float32 list; fp8
+    only with BLOCK_N >= 32, and just the first under SAMA_RT_AUTOTUNE=0. Pure config
+    selection: no kernel runs here."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.delenv("SAMA_RT_AUTOTUNE", raising=False)  # the GPU test runs set it
-    args = {"Q": torch.empty(1)}
-    configs = list(kernel_module.HOPPER_CONFIGS + kernel_module.AMPERE_CONFIGS)
+    args = {"Q": torch.empty(1, dtype=dtype)}
+    configs = list(kernel_module.HOPPER_CONFIGS + kernel_module.AMPERE_CONFIGS + kernel_module.FLOAT32_CONFIGS)
     chosen = kernel_module._prune_configs(configs, args, FP8=fp8)
-    expected = kernel_module.HOPPER_CONFIGS if capability >= (9, 0) else kernel_module.AMPERE_CONFIGS
+    if dtype == torch.float32:
+        expected = kernel_module.FLOAT32_CONFIGS
+    else:
+        expected = kernel_module.HOPPER_CONFIGS if capability >= (9, 0) else kernel_module.AMPERE_CONFIGS
     assert chosen == [c for c in expected if not fp8 or c.kwargs["BLOCK_N"] >= 32] and chosen
-    assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0)
+    assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0) or dtype == torch.float32
     monkeypatch.setenv("SAMA_RT_AUTOTUNE", "0")
     assert kernel_module._prune_configs(configs, args, FP8=fp8) == chosen[:1]

@@ -1,6 +1,7 @@
 """Ahead-of-time compilation of the anchor-attention kernel (no GPU needed)."""
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
@@ -122,3 +123,25 @@ def test_grid_rule():
     # 81 frames at 480x832: N = 21 * 30 * 52 = 32760, 65 anchors, B = 2, 40 heads.
     assert compiled.grid_size(2, 40, 32760, 65) == (512 + 1, 80, 1)
     assert compiled.grid_size(1, 2, 15, 0) == (1, 2, 1)
+
+
+def _first_config_spec(configs, head_dim: int, dtype: str, arch: int) -> KernelSpec:
+    c = configs[0]
+    return KernelSpec(head_dim, dtype, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages,
+                      arch=arch, split_loads=c.kwargs["SPLIT_LOADS"])
+
+
+def test_first_config_of_every_list_fits_its_gpus_shared_memory():
+    """SAMA_RT_AUTOTUNE=0 launches the first config of a list untried, so it must fit the
+    smallest GPU the list serves, at the largest head_dim: Hopper 227 KiB per block, Ada
+    (and consumer Ampere) 99 KiB. Float32 inputs have their own list, for every GPU."""
+    kernel_module = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
+    hopper_limit, ada_limit = 232448, 101376
+    cases = [
+        (_first_config_spec(kernel_module.HOPPER_CONFIGS, 128, "bf16", 90), hopper_limit),
+        (_first_config_spec(kernel_module.AMPERE_CONFIGS, 128, "bf16", 89), ada_limit),
+        (_first_config_spec(kernel_module.FLOAT32_CONFIGS, 128, "fp32", 90), ada_limit),
+        (_first_config_spec(kernel_module.FLOAT32_CONFIGS, 128, "fp32", 89), ada_limit),
+    ]
+    for (spec, limit), kernel in zip(cases, compile_kernel_specs([spec for spec, _ in cases])):
+        assert 0 < kernel.shared_mem <= limit, (spec, kernel.shared_mem)
