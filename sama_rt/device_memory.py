@@ -36,3 +36,17 @@ def require_free(nbytes: int, device, what: str, hint: str = "") -> None:
             f"{what} need {nbytes / 2**30:.1f} GiB on {torch.device(device)}, but only "
             f"{free / 2**30:.1f} GiB is free. {hint}".strip()
         )
+
+
+def require_room_for_weights(module, dtype: torch.dtype, device, what: str, keep_fp32: tuple = ()) -> None:
+    """require_free for the parameters of a (meta-device) module about to be materialised in
+    `dtype` on `device`; parameters whose names end with one of `keep_fp32` stay float32."""
+    count = nbytes = 0
+    for name, p in module.named_parameters():
+        count += p.numel()
+        nbytes += p.numel() * (4 if keep_fp32 and name.endswith(keep_fp32) else dtype.itemsize)
+    remedies = ["a smaller config", "a device with more memory"] + (["bfloat16 weights"] if dtype == torch.float32 else [])
+    hint = f"Use {', '.join(remedies[:-1])} or {remedies[-1]}."
+    if torch.device(device).type == "cuda":
+        hint += " For the DiT, --offload blocks keeps its blocks in host memory."
+    require_free(nbytes, device, f"{what} ({count / 1e9:.2f}B parameters in {dtype})", hint)

@@ -30,3 +30,14 @@ def test_random_weights_that_do_not_fit_are_refused_before_allocating(monkeypatc
 def test_unknown_free_memory_does_not_block(monkeypatch):
     monkeypatch.setattr(device_memory, "available_bytes", lambda device: None)
     device_memory.require_free(2**60, "cpu", "anything")
+
+
+def test_checkpoint_loading_is_refused_when_the_weights_cannot_fit(monkeypatch):
+    from tests.golden import golden_json, golden_path
+
+    cfg = DiTConfig.from_dict(golden_json("tiny_dit.json")["config"])
+    monkeypatch.setattr(device_memory, "available_bytes", lambda device: 1024)
+    from sama_rt.models import load_dit
+
+    with pytest.raises(MemoryError, match=r"the weights of SamaDiT \(0\.\d+B parameters in torch.float32\) need"):
+        load_dit(golden_path("tiny_dit_weights.safetensors"), config=cfg, dtype=torch.float32)

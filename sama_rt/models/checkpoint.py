@@ -18,6 +18,8 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import nn
 
+from ..device_memory import require_room_for_weights
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -258,6 +260,7 @@ def assign_weights(
     """
     check_compatible(module, index)
     keep_fp32 = tuple(getattr(module, "keep_fp32", ()))
+    require_room_for_weights(module, dtype, device, f"the weights of {type(module).__name__}", keep_fp32)
     names = dict(module.named_parameters())
     buffers = dict(module.named_buffers())
     for key in index.keys():

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..device_memory import require_free
+from ..device_memory import require_room_for_weights
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -26,13 +26,7 @@ def init_random_weights(
     Values are drawn on `device` (fast for the 14B model on a GPU), so the same seed gives
     different weights on CPU and CUDA.
     """
-    count = sum(p.numel() for p in module.parameters())
-    remedies = ["a smaller config", "a device with more memory"] + (["bfloat16 weights"] if dtype == torch.float32 else [])
-    hint = f"Use {', '.join(remedies[:-1])} or {remedies[-1]}."
-    if torch.device(device).type == "cuda":
-        hint += " For the DiT, --offload blocks keeps its blocks in host memory."
-    require_free(count * dtype.itemsize, device,
-                 f"random weights of {type(module).__name__} ({count / 1e9:.2f}B parameters in {dtype})", hint)
+    require_room_for_weights(module, dtype, device, f"random weights of {type(module).__name__}")
     gen = torch.Generator(device=device).manual_seed(seed)
     for name, p in list(module.named_parameters()):
         owner_name, _, leaf = name.rpartition(".")
