@@ -58,7 +58,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     g.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default: bfloat16 on CUDA, float32 on CPU")
-    g.add_argument("--attention", default="auto", choices=["auto", "reference", "sdpa", "triton"])
+    g.add_argument("--attention", default="auto", choices=attention_backend_names(),
+                   help="self-attention: auto picks the Triton kernel on CUDA (SDPA if its self-check fails); "
+                        "triton-fp8 is the opt-in FP8 kernel")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")

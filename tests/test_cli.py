@@ -35,6 +35,16 @@ def test_edit_end_to_end(clip, tmp_path):
     assert run("edit", clip, "x", "-o", out, "--overwrite", "-q", *FAST).returncode == 0
 
 
+def test_every_attention_backend_is_offered_by_edit_and_bench():
+    from sama_rt.cli import build_parser
+    from sama_rt.models.attention import attention_backend_names
+
+    parser = build_parser()
+    for name in attention_backend_names():  # triton-fp8 included: the opt-in FP8 kernel
+        assert parser.parse_args(["edit", "in.mp4", "x", "-o", "o.mp4", "--attention", name]).attention == name
+        assert parser.parse_args(["bench", "--attention", name]).attention == name
+
+
 def test_usage_errors_exit_2(clip, tmp_path):
     r = run("edit", clip, "x", *FAST)  # no -o
     assert r.returncode == 2
