@@ -184,7 +184,7 @@ def test_fp8_scales_bound_the_rotated_keys_and_ignore_anchor_rows():
     num_anchor, block = 3, kernel_module.FP8_KEY_BLOCK.value
     q, k, v, cos, sin = _inputs(2, 9, 15, num_anchor, 2, 3, 48, torch.float32, seed=8)
     num_video = cos.shape[0]  # 270 positions: blocks of 128, 128 and a partial 14
-    k = k * torch.logspace(-2, 1, k.shape[1])[None, :, None, None]  # magnitudes vary along the sequence
+    k = k * torch.logspace(-2, 1, k.shape[1], device=k.device)[None, :, None, None]  # magnitudes vary along the sequence
     k_scale, v_scale = kernel_module.fp8_scales(k, v, num_video, num_anchor)
     assert k_scale.shape == (2 * 3, 3) and v_scale.shape == (2 * 3, 48)
     cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
