@@ -12,7 +12,8 @@ For each shape:
    against the native bf16 kernel. A failed check is reported and sets the exit code 1.
 2. Timing with triton.testing.do_bench (warm-up, median over repetitions, autotuning done
    before timing) of: triton (native), triton fp8 (sm_89+), SDPA flash on pre-rotated q/k,
-   and RoPE + SDPA flash (what the model would run without the kernel).
+   RoPE + SDPA flash, and SDPA with torch's own backend choice on pre-rotated q/k (what the
+   model's `sdpa` attention runs: cuDNN's where torch prefers it).
 
 TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole L x L
 attention, although the kernel folds the anchors and skips their rows).
@@ -68,6 +69,7 @@ class Timing:
     ms: float
     tflops: float
     peak_mem_gib: float
+    config: str | None = None  # the autotuner's choice, for the Triton methods
 
 
 def attention_flops(seq_len: int) -> float:
@@ -86,6 +88,13 @@ def flash(q, k, v):
 
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def sdpa_default(q, k, v):
+    """SDPA with the backend torch picks, as the model's `sdpa` attention runs it (on an H100
+    with torch 2.11 the 14B step ran faster than flash-only timings allow: cuDNN attention)."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
 
 
@@ -119,6 +128,7 @@ def make_inputs(frames, height, width, batch, heads, seed=0):
 
 def check_shape(name: str, check_heads: int, with_fp8: bool) -> Check:
     from sama_rt.kernels import anchor_attention
+    from sama_rt.kernels.anchor_attention import tuned_config
 
     q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=1, heads=check_heads, seed=1)
     qr, kr = rotate(q, k, cos, sin)  # bf16, as the model would hand them to SDPA
@@ -154,14 +164,16 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
         methods["triton fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
     methods["sdpa flash (pre-rotated)"] = lambda: flash(qr, kr, v)
     methods["rope + sdpa flash"] = lambda: flash(*rotate(q, k, cos, sin), v)
+    methods["sdpa default (pre-rotated)"] = lambda: sdpa_default(qr, kr, v)
     timings = []
     for method, fn in methods.items():
         fn()  # compile + autotune outside the timed region
+        config = tuned_config() if method.startswith("triton") else None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
         peak = torch.cuda.max_memory_allocated() / 2**30
-        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak))
+        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config))
     return timings
 
 

@@ -466,6 +466,16 @@ else:
     )(anchor_attention_fwd)
 
 
+def tuned_config() -> str | None:
+    """The configuration the autotuner ran last, as "128x32 w8 s3 split" (tile, warps,
+    stages, q/k loads), for the benchmarks to report; None before any run."""
+    config = getattr(_tuned_kernel, "best_config", None)
+    if config is None:
+        return None
+    loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
+    return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} {loads}"
+
+
 def padded_dims(head_dim: int, fp8: bool) -> tuple[int, int]:
     """(HALF_PAD, DIM_PAD): power-of-two widths of the rotated halves and of v.
 

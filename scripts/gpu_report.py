@@ -47,11 +47,11 @@ def attention_table(result: dict) -> list[str]:
         lines.append(f"| {c['shape']} | {c['heads_checked']} | {c['triton_err']:.2e} | {c['flash_err']:.2e} | {fp8} | "
                      f"{vs_native} | {c['passed']} |")
     flash = {t["shape"]: t["ms"] for t in result["timings"] if t["method"].startswith("sdpa flash")}
-    lines += ["", "| shape | method | ms | TFLOP/s | vs flash | peak GiB |", "|---|---|---|---|---|---|"]
+    lines += ["", "| shape | method | ms | TFLOP/s | vs flash | peak GiB | config |", "|---|---|---|---|---|---|---|"]
     for t in result["timings"]:
         ratio = f"{flash[t['shape']] / t['ms']:.2f}x" if t["shape"] in flash else "-"
         lines.append(f"| {t['shape']} | {t['method']} | {t['ms']:.2f} | {t['tflops']:.1f} | {ratio} | "
-                     f"{t['peak_mem_gib']:.2f} |")
+                     f"{t['peak_mem_gib']:.2f} | {t.get('config') or ''} |")
     return lines
 
 

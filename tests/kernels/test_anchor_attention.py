@@ -7,6 +7,7 @@ interpreter executes every tile op in numpy.
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 import torch
@@ -299,3 +300,12 @@ def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, dtyp
     assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0) or dtype == torch.float32
     monkeypatch.setenv("SAMA_RT_AUTOTUNE", "0")
     assert kernel_module._prune_configs(configs, args, FP8=fp8) == chosen[:1]
+
+
+def test_tuned_config_names_the_configuration_that_ran():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 2, 1, 1, 48, torch.float32)
+    anchor_attention(q, k, v, cos, sin, 2)
+    if INTERPRETED:
+        assert kernel_module.tuned_config() == "16x16 w4 s1 split"  # INTERPRETER_CONFIG
+    else:  # one of the float32 list, whichever the autotuner chose
+        assert re.fullmatch(r"(64|128)x(16|32) w[48] s[234] (split|strided)", kernel_module.tuned_config())

@@ -34,7 +34,7 @@ def test_report_from_real_outputs(tmp_path):
         "dtype": "torch.bfloat16", "num_anchor": 65,
         "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999)),
                    asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
-        "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0)),
+        "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x32 w8 s3 split")),
                     asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
     }))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
@@ -44,7 +44,8 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81," in text
-    assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 |" in text
+    assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x32 w8 s3 split |" in text
+    assert "| 49f | sdpa flash (pre-rotated) | 12.00 | 500.0 | 1.00x | 3.00 |  |" in text
     assert "| 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text and "| - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
