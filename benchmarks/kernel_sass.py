@@ -7,7 +7,9 @@ for its architecture (sm_90 for the Hopper list, sm_89 for the Ampere/Ada list),
 cubin is read with the cuobjdump that ships with Triton: registers per thread, static
 counts of local-memory instructions (register spills), shared memory, synchronous global
 loads (LDG: the loop waits for them) and asynchronous copies (LDGSTS: the software pipeline
-overlaps them with the dots). These are the facts the config lists were chosen from; speed
+overlaps them with the dots), shared-memory stores (STS: data staged through registers, such
+as the rotated k tile, on its way to the dots), and which tensor-core instructions the dots
+became. These are the facts the config lists were chosen from; speed
 itself needs a GPU (benchmarks/attention.py).
 """
 from __future__ import annotations
@@ -54,9 +56,14 @@ def sass_stats(cubin: bytes) -> dict:
         f.flush()
         usage = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
         sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True, check=True).stdout
-    ops = Counter(op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+([A-Z][A-Z0-9_.]*)", sass))
+    names = re.findall(r"/\*[0-9a-f]{4}\*/\s+([A-Z][A-Z0-9_.]*)", sass)
+    ops = Counter(op.split(".")[0] for op in names)
+    # Which tensor-core instructions the dots became: HGMMA / QGMMA are Hopper's warpgroup
+    # MMAs (bf16-fp16 / fp8), HMMA / QMMA the per-warp ones of Ampere and Ada.
+    mma = Counter(".".join(op.split(".")[:2]) for op in names if op.split(".")[0] in ("HGMMA", "QGMMA", "HMMA", "QMMA"))
     return {"registers": int(re.search(r"REG:(\d+)", usage).group(1)), "spill_instructions": ops["STL"] + ops["LDL"],
-            "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "instructions": sum(ops.values())}
+            "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "sts": ops["STS"], "instructions": sum(ops.values()),
+            "tensor_core": ", ".join(f"{name} x{count}" for name, count in sorted(mma.items()))}
 
 
 def main() -> int:
@@ -81,12 +88,14 @@ def main() -> int:
         print(json.dumps(rows))
         return 0
     print(f"triton {triton.__version__}, head_dim {args.head_dim}, {args.dtype}")
-    print("| arch | tile | warps | stages | precision | loads | listed | registers | spill instr. | shared KiB | LDG | LDGSTS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| arch | tile | warps | stages | precision | loads | listed | registers | spill instr. | shared KiB | LDG | LDGSTS "
+          "| STS | instr. | tensor core |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | "
               f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
-              f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} |")
+              f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | "
+              f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |")
     return 0
 
 
