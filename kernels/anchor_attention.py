@@ -14,8 +14,12 @@ the rotary frequency 0+0j, so their rotated q and k are exactly zero. Therefore
 RoPE (adjacent channel pairs (2i, 2i+1), source token i and target token i share table row i)
 is applied to the q and k tiles in registers: the even and odd channels are obtained either
 by splitting whole rows read with vector loads (Hopper) or as two strided halves, rotated in
-float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two dots of D/2). No rotated
-copy of q or k is ever written to memory.
+float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two dots of D/2). By default
+no rotated copy of q or k is ever written to memory. The rotation holds registers inside the
+loop, though, and keeps key tiles small on Hopper; `keys="once"` (KeyRotation.ONCE) instead
+rotates the video keys once into a copy that the loop reads straight into the dots (same
+arithmetic, bit-identical in the interpreter), for larger tiles. Which is faster is for a GPU
+to say (docs/BENCHMARKS.md).
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
@@ -56,6 +60,21 @@ class AttentionPrecision(Choice):
 
     NATIVE = "native"
     FP8 = "fp8"
+
+
+class KeyRotation(Choice):
+    """Where the keys are rotated.
+
+    IN_LOOP: every key tile is rotated in registers inside the main loop (no copies; each
+    query block rotates every key tile again). ONCE: a pre-pass rotates the video keys once
+    into a copy (video rows only, [even | odd] channels, k's dtype: 2N x head_dim per batch
+    and head) that the loop reads straight into the dots, freeing the registers the rotation
+    holds for larger key tiles. Same numbers: the rotation and its rounding to k's dtype are
+    the same, only their place differs. Not for fp8.
+    """
+
+    IN_LOOP = "in-loop"
+    ONCE = "once"
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +167,25 @@ def _rotated_logits(
 
 
 @triton.jit
+def _copied_logits(
+    q_even, q_odd, kr_base, rows, row_ok, DTYPE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """Logits [BLOCK_M, BLOCK_N] against rows of the rotated key copy ([even | odd] channels,
+    row stride HEAD_DIM): the operands `_rotated_logits` computes, read instead of rotated."""
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    half = tl.arange(0, HALF_PAD)
+    mask = row_ok[:, None] & (half[None, :] < half_dim)
+    ptrs = kr_base + rows[:, None] * HEAD_DIM + half[None, :]
+    k_even = tl.load(ptrs, mask=mask, other=0.0)
+    k_odd = tl.load(ptrs + half_dim, mask=mask, other=0.0)
+    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+        k_even, k_odd = k_even.to(tl.float32), k_odd.to(tl.float32)  # exact; see _to_dot_dtype
+    qk = tl.dot(q_even, tl.trans(k_even), input_precision=DOT_PRECISION)
+    return tl.dot(q_odd, tl.trans(k_odd), qk, input_precision=DOT_PRECISION)
+
+
+@triton.jit
 def _weighted_values(
     acc, p, v_ptrs, v_mask, v_inv, DTYPE: tl.constexpr,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
@@ -174,12 +212,13 @@ def _weighted_values(
 def _attend_positions(
     acc, l_i, m_i,
     q_even, q_odd, q_row_scale,
-    K, V, COS, SIN, K_SCALE, v_inv,
-    k_base, v_base, stride_kl, stride_vl,
+    K, V, COS, SIN, K_SCALE, v_inv, KR,
+    k_base, v_base, kr_base, stride_kl, stride_vl,
     start_p, num_video, num_anchor,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr, FP8: tl.constexpr, MASK_KEYS: tl.constexpr,
     DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+    ROTATED_KEYS: tl.constexpr,
 ):
     """One online-softmax step over the source AND target keys of BLOCK_N positions.
 
@@ -194,21 +233,28 @@ def _attend_positions(
     pos_ok = offs_p < num_video
     if not MASK_KEYS:
         pos_ok = tl.full([BLOCK_N], 1, tl.int1)  # a full step: no position test at run time
-    t_mask = pos_ok[:, None] & (half[None, :] < half_dim)
     v_mask = pos_ok[:, None] & (dim[None, :] < HEAD_DIM)
-    t_ptrs = offs_p[:, None] * half_dim + half[None, :]
-    cos = tl.load(COS + t_ptrs, mask=t_mask, other=0.0)
-    sin = tl.load(SIN + t_ptrs, mask=t_mask, other=0.0)
     target_p = offs_p + num_video + num_anchor
-    k_scale = 1.0
-    if FP8:
-        k_scale = tl.load(K_SCALE + start_p // FP8_KEY_BLOCK)  # source and target keys share it
-    k_even, k_odd = _load_pairs(K + k_base, offs_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
-                             FP8, DOT_PRECISION, ROUND_IN_FP32)
-    k_even, k_odd = _load_pairs(K + k_base, target_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
-    qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
-                             FP8, DOT_PRECISION, ROUND_IN_FP32)
+    if ROTATED_KEYS:
+        # The copy holds video rows only: source position p at row p, target at row N + p.
+        qk_src = _copied_logits(q_even, q_odd, KR + kr_base, offs_p, pos_ok, K.dtype.element_ty,
+                                HEAD_DIM, HALF_PAD, DOT_PRECISION, ROUND_IN_FP32)
+        qk_tgt = _copied_logits(q_even, q_odd, KR + kr_base, offs_p + num_video, pos_ok, K.dtype.element_ty,
+                                HEAD_DIM, HALF_PAD, DOT_PRECISION, ROUND_IN_FP32)
+    else:
+        t_mask = pos_ok[:, None] & (half[None, :] < half_dim)
+        t_ptrs = offs_p[:, None] * half_dim + half[None, :]
+        cos = tl.load(COS + t_ptrs, mask=t_mask, other=0.0)
+        sin = tl.load(SIN + t_ptrs, mask=t_mask, other=0.0)
+        k_scale = 1.0
+        if FP8:
+            k_scale = tl.load(K_SCALE + start_p // FP8_KEY_BLOCK)  # source and target keys share it
+        k_even, k_odd = _load_pairs(K + k_base, offs_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
+        qk_src = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
+                                 FP8, DOT_PRECISION, ROUND_IN_FP32)
+        k_even, k_odd = _load_pairs(K + k_base, target_p, pos_ok, stride_kl, HEAD_DIM, HALF_PAD, DIM_PAD, SPLIT_LOADS)
+        qk_tgt = _rotated_logits(q_even, q_odd, q_row_scale, k_even, k_odd, cos, sin, k_scale, K.dtype.element_ty,
+                                 FP8, DOT_PRECISION, ROUND_IN_FP32)
     if MASK_KEYS:
         qk_src = tl.where(pos_ok[None, :], qk_src, float("-inf"))
         qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
@@ -229,13 +275,13 @@ def _attend_positions(
 
 @triton.jit
 def _video_queries(
-    Q, K, V, COS, SIN, K_SCALE, V_SCALE, OUT,
-    q_base, k_base, v_base, o_base, pid_bh,
+    Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR, OUT,
+    q_base, k_base, v_base, o_base, kr_base, pid_bh,
     stride_ql, stride_kl, stride_vl, stride_ol,
     num_video, num_anchor, pid_m,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr,
 ):
     """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
     half_dim: tl.constexpr = HEAD_DIM // 2
@@ -282,15 +328,15 @@ def _video_queries(
     full_end = (num_video // BLOCK_N) * BLOCK_N
     for start_p in range(0, full_end, BLOCK_N):
         acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
-            k_base, v_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
+            k_base, v_base, kr_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS, ROTATED_KEYS,
         )
     if full_end < num_video:
         acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv,
-            k_base, v_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
+            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
+            k_base, v_base, kr_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
+            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS, ROTATED_KEYS,
         )
 
     if FP8:
@@ -345,7 +391,7 @@ def _anchor_queries(
 
 @triton.jit
 def anchor_attention_fwd(
-    Q, K, V, COS, SIN, K_SCALE, V_SCALE,
+    Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR,
     stride_qb, stride_ql, stride_qh,
     stride_kb, stride_kl, stride_kh,
     stride_vb, stride_vl, stride_vh,
@@ -354,14 +400,15 @@ def anchor_attention_fwd(
     OUT,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
 
     Parameters are ordered inputs, integer scalars, output (the order an ahead-of-time plugin
     passes them in); the last dimension of every tensor must be contiguous. K_SCALE / V_SCALE:
     the FP8 scales from `fp8_scales` (float32 [B * heads, cdiv(N, FP8_KEY_BLOCK)] and
-    [B * heads, head_dim]); None (compiled out) for native precision.
+    [B * heads, head_dim]); None (compiled out) for native precision. KR: the rotated key copy
+    of `rotate_keys` when ROTATED_KEYS, else None (compiled out).
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -372,17 +419,49 @@ def anchor_attention_fwd(
     k_base = b.to(tl.int64) * stride_kb + h * stride_kh
     v_base = b.to(tl.int64) * stride_vb + h * stride_vh
     o_base = b.to(tl.int64) * stride_ob + h * stride_oh
+    kr_base = pid_bh.to(tl.int64) * (2 * num_video * HEAD_DIM)  # the copy is [B * heads, 2N, D]
     if pid_m < tl.cdiv(2 * num_video, BLOCK_M):
         _video_queries(
-            Q, K, V, COS, SIN, K_SCALE, V_SCALE, OUT, q_base, k_base, v_base, o_base, pid_bh,
+            Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR, OUT, q_base, k_base, v_base, o_base, kr_base, pid_bh,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
             QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, ROUND_IN_FP32,
-            SPLIT_LOADS,
+            SPLIT_LOADS, ROTATED_KEYS,
         )
     else:
         _anchor_queries(
             V, OUT, v_base, o_base, stride_vl, stride_ol, num_video, num_anchor, HEAD_DIM, DIM_PAD, BLOCK_N, ROUND_IN_FP32,
         )
+
+
+@triton.jit
+def rotate_keys_fwd(
+    K, COS, SIN, KR,
+    stride_kb, stride_kl, stride_kh,
+    num_heads, num_video, num_anchor,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
+    BLOCK: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """Grid (cdiv(2N, BLOCK), B * heads): the rotated video keys, KR [B * heads, 2N, D] with
+    source rows then target rows, each row its rotated even channels then its odd ones.
+    Rotated in float32 and rounded to K's dtype, as the main loop's in-register rotation."""
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    pid_bh = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = rows < 2 * num_video
+    is_source = rows < num_video
+    position = tl.where(is_source, rows, rows - num_video)
+    k_base = (pid_bh // num_heads).to(tl.int64) * stride_kb + (pid_bh % num_heads) * stride_kh
+    k_even, k_odd = _load_pairs(K + k_base, tl.where(is_source, rows, rows + num_anchor), row_ok, stride_kl,
+                                HEAD_DIM, HALF_PAD, DIM_PAD, True)  # whole rows, vector loads
+    half = tl.arange(0, HALF_PAD)
+    mask = row_ok[:, None] & (half[None, :] < half_dim)
+    t_ptrs = position[:, None] * half_dim + half[None, :]
+    cos = tl.load(COS + t_ptrs, mask=mask, other=0.0)
+    sin = tl.load(SIN + t_ptrs, mask=mask, other=0.0)
+    dtype = KR.dtype.element_ty
+    out = KR + pid_bh.to(tl.int64) * (2 * num_video * HEAD_DIM) + rows[:, None] * HEAD_DIM + half[None, :]
+    tl.store(out, _to_dot_dtype(k_even * cos - k_odd * sin, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
+    tl.store(out + half_dim, _to_dot_dtype(k_even * sin + k_odd * cos, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
 
 
 # Under TRITON_INTERPRET=1 triton.jit returns an interpreter object instead of a JITFunction.
@@ -409,6 +488,14 @@ HOPPER_CONFIGS = (
     _config(128, 64, 8, 2),
     _config(64, 32, 4, 3, split_loads=True),
 )
+# Keys rotated once (KeyRotation.ONCE): without the in-loop rotation the loop needs far fewer
+# registers (128x32: 169 instead of 255 under triton 3.6), and 64-position key tiles (128
+# keys a step) compile without spills (benchmarks/kernel_sass.py), so Hopper gets larger tiles.
+ROTATED_KEYS_HOPPER_CONFIGS = (
+    _config(128, 64, 8, 2, split_loads=True),
+    _config(128, 64, 8, 3, split_loads=True),
+    _config(128, 32, 8, 3, split_loads=True),
+)
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
 # (with bf16 it spills; the autotuner weighs that). Split loads add spills here: not used.
@@ -430,18 +517,22 @@ FLOAT32_CONFIGS = (
 # The interpreter must get exactly one config (benchmarking several needs a GPU driver);
 # small tiles so that tests with tiny shapes still cross tile and source/target boundaries.
 INTERPRETER_CONFIG = _config(16, 16, 4, 1, split_loads=True)
-_HOPPER_IDS = {id(c) for c in HOPPER_CONFIGS}
-_FLOAT32_IDS = {id(c) for c in FLOAT32_CONFIGS}
+_CONFIG_LISTS = {"hopper": HOPPER_CONFIGS, "hopper-rotated-keys": ROTATED_KEYS_HOPPER_CONFIGS,
+                 "ampere": AMPERE_CONFIGS, "float32": FLOAT32_CONFIGS}
+_LIST_OF_CONFIG = {id(c): name for name, configs in _CONFIG_LISTS.items() for c in configs}
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Keep the configs made for the GPU the tensors live on and the input dtype (and legal
-    for fp8 dots)."""
+    """Keep the configs made for the GPU the tensors live on, the input dtype and where the
+    keys are rotated (and legal for fp8 dots)."""
     major, _ = torch.cuda.get_device_capability(named_args["Q"].device)
     if named_args["Q"].dtype == torch.float32:
-        chosen = [c for c in configs if id(c) in _FLOAT32_IDS]
+        wanted = "float32"
+    elif major >= 9:
+        wanted = "hopper-rotated-keys" if kwargs.get("ROTATED_KEYS") else "hopper"
     else:
-        chosen = [c for c in configs if id(c) not in _FLOAT32_IDS and (id(c) in _HOPPER_IDS) == (major >= 9)]
+        wanted = "ampere"
+    chosen = [c for c in configs if _LIST_OF_CONFIG[id(c)] == wanted]
     if kwargs.get("FP8"):
         # fp8 tensor-core dots need a reduction dimension of at least 32 (p.v reduces BLOCK_N).
         chosen = [c for c in chosen if c.kwargs["BLOCK_N"] >= 32]
@@ -455,13 +546,14 @@ def _prune_configs(configs, named_args, **kwargs):
 
 
 if _INTERPRETED:
-    _tuned_kernel = triton.autotune(configs=[INTERPRETER_CONFIG], key=["num_video", "num_anchor", "HEAD_DIM", "FP8"])(
+    _tuned_kernel = triton.autotune(configs=[INTERPRETER_CONFIG],
+                                    key=["num_video", "num_anchor", "HEAD_DIM", "FP8", "ROTATED_KEYS"])(
         anchor_attention_fwd
     )
 else:
     _tuned_kernel = triton.autotune(
-        configs=list(HOPPER_CONFIGS + AMPERE_CONFIGS + FLOAT32_CONFIGS),
-        key=["num_video", "num_anchor", "HEAD_DIM", "FP8"],
+        configs=[c for configs in _CONFIG_LISTS.values() for c in configs],
+        key=["num_video", "num_anchor", "HEAD_DIM", "FP8", "ROTATED_KEYS"],
         prune_configs_by={"early_config_prune": _prune_configs},
     )(anchor_attention_fwd)
 
@@ -550,11 +642,32 @@ def fp8_scales(k: torch.Tensor, v: torch.Tensor, num_video: int, num_anchor: int
     return k_scale.reshape(batch * num_heads, blocks).contiguous(), v_scale.reshape(batch * num_heads, head_dim).contiguous()
 
 
+ROTATE_KEYS_BLOCK = 64  # rows per program of the key-rotation pre-pass
+
+
+def rotate_keys(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_anchor: int) -> torch.Tensor:
+    """The video keys rotated once, [B * heads, 2N, head_dim] in k's dtype: source rows then
+    target rows, each row's rotated even channels then its odd ones (KeyRotation.ONCE)."""
+    batch, seq_len, num_heads, head_dim = k.shape
+    num_video = cos.shape[0]
+    rotated = torch.empty((batch * num_heads, 2 * num_video, head_dim), dtype=k.dtype, device=k.device)
+    half_pad, dim_pad = padded_dims(head_dim, False)
+    grid = (triton.cdiv(2 * num_video, ROTATE_KEYS_BLOCK), batch * num_heads)
+    rotate_keys_fwd[grid](
+        k, cos, sin, rotated, k.stride(0), k.stride(1), k.stride(2), num_heads, num_video, num_anchor,
+        HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad, BLOCK=ROTATE_KEYS_BLOCK, ROUND_IN_FP32=_INTERPRETED,
+    )
+    return rotated
+
+
 def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision,
-            config: triton.Config | None = None) -> torch.Tensor:
+            keys: KeyRotation = KeyRotation.IN_LOOP, config: triton.Config | None = None) -> torch.Tensor:
     """config: run this one configuration instead of the autotuned choice (tests)."""
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
+    rotated_keys = keys is KeyRotation.ONCE
+    if fp8 and rotated_keys:
+        raise ValueError("keys rotated once is a native-precision variant; fp8 rotates its keys in the loop")
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
@@ -583,8 +696,9 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
 
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+        rotated = rotate_keys(k, cos, sin, num_anchor) if rotated_keys else None
         kernel[grid](
-            q, k, v, cos, sin, k_scale, v_scale,
+            q, k, v, cos, sin, k_scale, v_scale, rotated,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
@@ -592,7 +706,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             num_heads, num_video, num_anchor,
             out,
             QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
-            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), ROUND_IN_FP32=_INTERPRETED, **meta,
+            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), ROUND_IN_FP32=_INTERPRETED, ROTATED_KEYS=rotated_keys,
+            **meta,
         )
     return out
 
@@ -605,14 +720,15 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
 @torch.library.custom_op("sama_rt::anchor_attention", mutates_args=())
 def _anchor_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-    num_anchor: int, scale: float, precision: str,
+    num_anchor: int, scale: float, precision: str, keys: str,
 ) -> torch.Tensor:
-    return _launch(q, k, v, cos, sin, num_anchor, scale, AttentionPrecision.parse(precision))
+    return _launch(q, k, v, cos, sin, num_anchor, scale, AttentionPrecision.parse(precision), KeyRotation.parse(keys))
 
 
 @_anchor_attention_op.register_fake
-def _anchor_attention_fake(q, k, v, cos, sin, num_anchor, scale, precision):
+def _anchor_attention_fake(q, k, v, cos, sin, num_anchor, scale, precision, keys):
     AttentionPrecision.parse(precision)
+    KeyRotation.parse(keys)
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError("q, k, v must all be [B, L, heads, head_dim] of one shape")
     return v.new_empty(q.shape)
@@ -631,6 +747,7 @@ def anchor_attention(
     num_anchor: int,
     scale: float | None = None,
     precision: AttentionPrecision | str = AttentionPrecision.NATIVE,
+    keys: KeyRotation | str = KeyRotation.IN_LOOP,
 ) -> torch.Tensor:
     """Self-attention over [source N | anchors A | target N] with RoPE applied inside the kernel.
 
@@ -638,10 +755,12 @@ def anchor_attention(
     rows are ignored: anchors' rotated q/k are zero by construction). cos, sin: [N, head_dim/2]
     float32 from `rope_tables`. Returns [B, L, heads, head_dim] in v's dtype; scale defaults
     to head_dim ** -0.5. Always launches the Triton kernel (CUDA, or CPU under
-    TRITON_INTERPRET=1).
+    TRITON_INTERPRET=1). keys: where the keys are rotated (see KeyRotation; "once" writes a
+    rotated copy of the video keys first, as large as k without its anchor rows).
     """
-    precision = AttentionPrecision.parse(precision)
-    return _anchor_attention_op(q, k, v, cos, sin, int(num_anchor), _resolve_scale(scale, q.shape[-1]), precision.value)
+    precision, keys = AttentionPrecision.parse(precision), KeyRotation.parse(keys)
+    return _anchor_attention_op(q, k, v, cos, sin, int(num_anchor), _resolve_scale(scale, q.shape[-1]),
+                                precision.value, keys.value)
 
 
 # --------------------------------------------------------------------------------------------

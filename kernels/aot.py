@@ -7,7 +7,9 @@ no GPU: Triton lowers to PTX and runs its bundled ptxas for a cubin.
 Launch contract of the compiled kernel (`CompiledAnchorAttention.params` lists it exactly):
 
 * parameters, in order: pointers Q, K, V, COS, SIN (inputs), and for precision "fp8" also
-  K_SCALE, V_SCALE (float32 scales that `anchor_attention.fp8_scales` computes); int32 strides (in elements) of
+  K_SCALE, V_SCALE (float32 scales that `anchor_attention.fp8_scales` computes), and with
+  rotated_keys also KR (the rotated key copy that `anchor_attention.rotate_keys` writes:
+  [B * heads, 2N, D] in `dtype`, which the launcher must produce first); int32 strides (in elements) of
   q, k, v, out for the batch, sequence and head dimensions (12 values); int32 num_heads,
   num_video (N), num_anchor (A); pointer OUT (output); then, on Triton versions that add
   them (3.3+), scratch pointers the kernel never uses: pass null (`compile_anchor_attention`
@@ -157,12 +159,15 @@ class KernelSpec:
     scale: float | None = None  # softmax scale; None = head_dim ** -0.5
     ptx_version: int | None = None
     split_loads: bool = True  # q/k rows read whole and split into channel pairs in registers
+    rotated_keys: bool = False  # KeyRotation.ONCE: keys read from the KR copy (native precision only)
 
     def __post_init__(self):
         precision = AttentionPrecision.parse(self.precision)
         if self.dtype not in _DTYPES_BY_NAME:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES_BY_NAME)}, got {self.dtype!r}")
         if precision is AttentionPrecision.FP8:
+            if self.rotated_keys:
+                raise ValueError("rotated_keys is a native-precision variant")
             if self.arch < MIN_FP8_ARCH:
                 raise ValueError(f"fp8 attention needs sm_{MIN_FP8_ARCH} or newer, got sm_{self.arch}")
             if self.block_n < 32:
@@ -233,12 +238,17 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "BLOCK_M": block_m,
         "BLOCK_N": block_n,
         "SPLIT_LOADS": spec.split_loads,
+        "ROTATED_KEYS": spec.rotated_keys,
     }
     pointer_types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "COS": "*fp32", "SIN": "*fp32"}
     if fp8:  # the scales of `fp8_scales`; native precision compiles them out (None)
         pointer_types.update(K_SCALE="*fp32", V_SCALE="*fp32")
     else:
         constexprs.update(K_SCALE=None, V_SCALE=None)
+    if spec.rotated_keys:  # the copy of `rotate_keys`; keys rotated in the loop compile it out
+        pointer_types.update(KR=f"*{dtype}")
+    else:
+        constexprs.update(KR=None)
     signature = {
         name: "constexpr" if name in constexprs else pointer_types.get(name, "i32") for name in kernel.arg_names
     }

@@ -231,7 +231,8 @@ def test_torch_op_schema_fake_and_dispatch():
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 2, 48, torch.float16)
     # opcheck: schema, fake-tensor impl vs real impl (shapes, strides, dtype), autograd
     # registration and AOT dispatch.
-    torch.library.opcheck(torch.ops.sama_rt.anchor_attention.default, (q, k, v, cos, sin, 1, 48**-0.5, "native"))
+    for keys in ("in-loop", "once"):
+        torch.library.opcheck(torch.ops.sama_rt.anchor_attention.default, (q, k, v, cos, sin, 1, 48**-0.5, "native", keys))
 
 
 def test_fake_and_meta_tensors_give_shape_and_dtype():
@@ -279,27 +280,30 @@ def test_strided_and_split_loads_give_identical_results(frames, height, width, n
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("capability,fp8", [((9, 0), False), ((9, 0), True), ((8, 9), False), ((8, 9), True),
-                                            ((8, 0), False)])
+@pytest.mark.parametrize("capability,fp8,rotated_keys", [
+    ((9, 0), False, False), ((9, 0), True, False), ((9, 0), False, True), ((8, 9), False, False),
+    ((8, 9), True, False), ((8, 9), False, True), ((8, 0), False, False)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, dtype):
-    """Which configs the autotuner may try: the list made for the GPU's architecture (SASS
-    checked, see benchmarks/kernel_sass.py) or, for float32 inputs, the float32 list; fp8
-    only with BLOCK_N >= 32, and just the first under SAMA_RT_AUTOTUNE=0. Pure config
-    selection: no kernel runs here."""
+def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, rotated_keys, dtype):
+    """Which configs the autotuner may try: the list made for the GPU's architecture and
+    where the keys are rotated (SASS checked, see benchmarks/kernel_sass.py) or, for float32
+    inputs, the float32 list; fp8 only with BLOCK_N >= 32, and just the first under
+    SAMA_RT_AUTOTUNE=0. Pure config selection: no kernel runs here."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.delenv("SAMA_RT_AUTOTUNE", raising=False)  # the GPU test runs set it
     args = {"Q": torch.empty(1, dtype=dtype)}
-    configs = list(kernel_module.HOPPER_CONFIGS + kernel_module.AMPERE_CONFIGS + kernel_module.FLOAT32_CONFIGS)
-    chosen = kernel_module._prune_configs(configs, args, FP8=fp8)
+    configs = [c for configs in kernel_module._CONFIG_LISTS.values() for c in configs]
+    chosen = kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys)
     if dtype == torch.float32:
         expected = kernel_module.FLOAT32_CONFIGS
+    elif capability >= (9, 0):
+        expected = kernel_module.ROTATED_KEYS_HOPPER_CONFIGS if rotated_keys else kernel_module.HOPPER_CONFIGS
     else:
-        expected = kernel_module.HOPPER_CONFIGS if capability >= (9, 0) else kernel_module.AMPERE_CONFIGS
+        expected = kernel_module.AMPERE_CONFIGS
     assert chosen == [c for c in expected if not fp8 or c.kwargs["BLOCK_N"] >= 32] and chosen
     assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0) or dtype == torch.float32
     monkeypatch.setenv("SAMA_RT_AUTOTUNE", "0")
-    assert kernel_module._prune_configs(configs, args, FP8=fp8) == chosen[:1]
+    assert kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys) == chosen[:1]
 
 
 def test_tuned_config_names_the_configuration_that_ran():
@@ -309,3 +313,40 @@ def test_tuned_config_names_the_configuration_that_ran():
         assert kernel_module.tuned_config() == "16x16 w4 s1 split"  # INTERPRETER_CONFIG
     else:  # one of the float32 list, whichever the autotuner chose
         assert re.fullmatch(r"(64|128)x(16|32) w[48] s[234] (split|strided)", kernel_module.tuned_config())
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)
+def test_keys_rotated_once_give_the_same_outputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype):
+    """Rotating the keys once into a copy moves the rotation, not its arithmetic: the same
+    float32 rotation rounded to k's dtype feeds the same dots. Bit-identical in the
+    interpreter (same tile config); compiled, the autotuner may give the variant other tiles,
+    so there it must meet the reference tolerance of the other tests."""
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=4)
+    once = anchor_attention(q, k, v, cos, sin, num_anchor, keys="once")
+    in_loop = anchor_attention(q, k, v, cos, sin, num_anchor, keys="in-loop")
+    if INTERPRETED:
+        torch.testing.assert_close(once, in_loop, atol=0, rtol=0)
+    else:
+        want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+        torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
+        assert (once.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+def test_rotate_keys_writes_the_rotated_video_rows_even_then_odd():
+    num_anchor = 3
+    q, k, v, cos, sin = _inputs(2, 3, 5, num_anchor, 2, 3, 48, torch.float32, seed=6)
+    num_video = cos.shape[0]
+    got = kernel_module.rotate_keys(k, cos, sin, num_anchor)  # [B * heads, 2N, D]
+    cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
+    rotated = apply_rope(k, cos_l, sin_l)
+    video = torch.cat([rotated[:, :num_video], rotated[:, num_video + num_anchor:]], dim=1)  # [B, 2N, heads, D]
+    want = torch.cat([video[..., 0::2], video[..., 1::2]], dim=-1).transpose(1, 2).reshape(2 * 3, 2 * num_video, 48)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_keys_rotated_once_is_native_only():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float16)
+    with pytest.raises(ValueError, match="native-precision variant"):
+        anchor_attention(q, k, v, cos, sin, 1, precision="fp8", keys="once")
+    with pytest.raises(ValueError, match="valid: in-loop, once"):
+        anchor_attention(q, k, v, cos, sin, 1, keys="twice")

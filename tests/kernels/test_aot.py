@@ -49,6 +49,9 @@ SPECS = {
     "ada": KernelSpec(48, "bf16", block_m=128, block_n=16, num_warps=8, num_stages=2, arch=89, split_loads=False),
     "hopper_fp8": KernelSpec(128, "bf16", block_m=128, block_n=32, num_warps=8, num_stages=2, arch=90, precision="fp8"),
     "ada_fp8": KernelSpec(128, "bf16", block_m=128, block_n=32, num_warps=8, num_stages=2, arch=89, precision="fp8"),
+    # Keys rotated once: the first config of its Hopper list.
+    "hopper_keys_once": KernelSpec(128, "bf16", block_m=128, block_n=64, num_warps=8, num_stages=2, arch=90,
+                                   rotated_keys=True),
 }
 
 
@@ -93,6 +96,17 @@ def test_fp8_compiles_from_ada_on(compiled, name):
     assert kernel.precision == "fp8"
     assert "e4m3" in kernel.ptx  # float8 conversions / dots really are in the code
     _check_params(kernel, "bf16")
+
+
+def test_keys_rotated_once_take_the_copy_after_the_inputs(compiled):
+    kernel = compiled["hopper_keys_once"]
+    got = [(p.name, p.type) for p in kernel.params]
+    documented = [(name, ty.format(t="bf16")) for name, ty in DOCUMENTED_PARAMS]
+    assert got[: len(documented) + 1] == documented[:5] + [("KR", "*bf16")] + documented[5:]
+    assert "wgmma.mma_async" in kernel.ptx
+    assert 0 < kernel.shared_mem <= 232448
+    with pytest.raises(ValueError, match="native-precision"):
+        KernelSpec(128, "bf16", precision="fp8", rotated_keys=True)
 
 
 def test_save_and_load_round_trip(compiled, tmp_path):
