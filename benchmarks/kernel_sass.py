@@ -3,7 +3,8 @@
     python benchmarks/kernel_sass.py [--head-dim 128] [--dtype bf16] [--json]
 
 Every config of the autotune lists (and its split/strided twin) is compiled ahead of time
-for its architecture (sm_90 for the Hopper list, sm_89 for the Ampere/Ada list), and the
+for its architecture (sm_90 for the Hopper lists, keys rotated in the loop or once, sm_89
+for the Ampere/Ada list), and the
 cubin is read with the cuobjdump that ships with Triton: registers per thread, static
 counts of local-memory instructions (register spills), shared memory, synchronous global
 loads (LDG: the loop waits for them) and asynchronous copies (LDGSTS: the software pipeline
@@ -47,7 +48,22 @@ def specs(head_dim: int, dtype: str) -> list[KernelSpec]:
                     spec = KernelSpec(head_dim, dtype, m, n, c.num_warps, c.num_stages, arch=arch,
                                       precision=precision, split_loads=split)
                     out.setdefault(spec, None)  # a config and its twin may both be listed
+    # Keys rotated once (native only; the Hopper list for it, whose 128x32 is also the in-loop
+    # list's first tile: a like-for-like comparison).
+    for c in kernel.ROTATED_KEYS_HOPPER_CONFIGS:
+        spec = KernelSpec(head_dim, dtype, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages,
+                          arch=90, split_loads=c.kwargs["SPLIT_LOADS"], rotated_keys=True)
+        out.setdefault(spec, None)
     return list(out)
+
+
+def listed(spec: KernelSpec) -> bool:
+    if spec.rotated_keys:
+        configs = kernel.ROTATED_KEYS_HOPPER_CONFIGS
+    else:
+        configs = kernel.HOPPER_CONFIGS if spec.arch >= 90 else kernel.AMPERE_CONFIGS
+    return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"])
+               == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads) for c in configs)
 
 
 def sass_stats(cubin: bytes) -> dict:
@@ -78,21 +94,19 @@ def main() -> int:
     todo = specs(args.head_dim, args.dtype)
     rows = []
     for spec, compiled in zip(todo, compile_kernel_specs(todo)):
-        listed = any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"])
-                     == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads)
-                     for c in (kernel.HOPPER_CONFIGS if spec.arch >= 90 else kernel.AMPERE_CONFIGS))
         rows.append({"arch": spec.arch, "tile": f"{spec.block_m}x{spec.block_n}", "warps": spec.num_warps,
                      "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
-                     "in_autotune_list": listed, "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
+                     "keys": "once" if spec.rotated_keys else "in-loop", "in_autotune_list": listed(spec),
+                     "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
     if args.json:
         print(json.dumps(rows))
         return 0
     print(f"triton {triton.__version__}, head_dim {args.head_dim}, {args.dtype}")
-    print("| arch | tile | warps | stages | precision | loads | listed | registers | spill instr. | shared KiB | LDG | LDGSTS "
-          "| STS | instr. | tensor core |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| arch | tile | warps | stages | precision | keys | loads | listed | registers | spill instr. | shared KiB | LDG "
+          "| LDGSTS | STS | instr. | tensor core |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | "
+        print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | {r['keys']} | "
               f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
               f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | "
               f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |")

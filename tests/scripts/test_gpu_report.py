@@ -32,7 +32,7 @@ def test_report_from_real_outputs(tmp_path):
     (tmp_path / "attention.out").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
         "dtype": "torch.bfloat16", "num_anchor": 65,
-        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999)),
+        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3)),
                    asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
         "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x32 w8 s3 split")),
                     asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
@@ -46,7 +46,8 @@ def test_report_from_real_outputs(tmp_path):
     assert "step81: rc=1" in text and "No results from: step81," in text
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x32 w8 s3 split |" in text
     assert "| 49f | sdpa flash (pre-rotated) | 12.00 | 500.0 | 1.00x | 3.00 |  |" in text
-    assert "| 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text and "| - | - | True |" in text
+    assert "| 1.00e-03 | 1.50e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
+    assert "| - | 2.00e-03 | - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
     assert "| tiny | fp8 | " in text and "| tiny | bf16 | " in text
@@ -63,6 +64,23 @@ def test_attention_check_runs_and_fills_every_field(monkeypatch):
     check = attention.check_shape("tiny", 2, with_fp8=True)
     assert check.passed, check
     assert 0 < check.triton_err <= 2 * check.flash_err + attention.ATOL
+    assert check.keys_once_err == check.triton_err  # the same arithmetic (interpreter: same tiles)
     assert 0 < check.fp8_err <= check.fp8_bound
     assert 0 < check.fp8_vs_native_rms < 0.1 * check.fp8_bound and 0.99 < check.fp8_vs_native_cosine < 1
     attention.print_table([check, attention.Check("81f", 2, 1e-3, 2e-3, None, None, True)], [])  # both row kinds
+
+
+def test_every_timed_method_runs(monkeypatch):
+    """The timing section's callables, each run once at a tiny shape on CPU (timing itself
+    needs a GPU), and the autotuned config is readable after the Triton ones."""
+    attention = _module("benchmarks/attention.py")
+    from sama_rt.kernels.anchor_attention import tuned_config
+
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    q, k, v, cos, sin = attention.make_inputs(1, 3, 5, batch=1, heads=2)
+    methods = attention.timed_methods(q, k, v, cos, sin, with_fp8=True)
+    assert list(methods) == ["triton", "triton, keys once", "triton fp8", "sdpa flash (pre-rotated)",
+                             "rope + sdpa flash", "sdpa default (pre-rotated)"]
+    for name, fn in methods.items():
+        assert fn().shape == q.shape, name
+    assert tuned_config() is not None
