@@ -12,6 +12,8 @@ that contract:
   picks SDPA, which was faster on the H100 it was measured on (see select_attention_backend).
 - `triton-fp8`: the same kernel with q.k and p.v in float8 e4m3 (per-block scales); an
   approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
+- `triton-keys-once`: the same kernel with the keys rotated once into a copy before its loop
+  (kernels' KeyRotation.ONCE: same numbers, larger key tiles on Hopper); opt-in until measured.
 """
 from __future__ import annotations
 
@@ -32,10 +34,17 @@ class AttentionBackend(Choice):
     SDPA = "sdpa"
     TRITON = "triton"
     TRITON_FP8 = "triton-fp8"
+    TRITON_KEYS_ONCE = "triton-keys-once"
 
     @property
     def uses_triton(self) -> bool:
-        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_FP8)
+        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_FP8, AttentionBackend.TRITON_KEYS_ONCE)
+
+    @property
+    def kernel_options(self) -> dict[str, str]:
+        """`anchor_attention`'s precision and keys for a Triton backend."""
+        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native",
+                "keys": "once" if self is AttentionBackend.TRITON_KEYS_ONCE else "in-loop"}
 
 
 def attention_backend_names() -> list[str]:
@@ -132,8 +141,7 @@ def anchor_self_attention(
     if backend.uses_triton:
         from ..kernels import anchor_attention
 
-        precision = "fp8" if backend is AttentionBackend.TRITON_FP8 else "native"
-        return anchor_attention(q, k, v, cos, sin, num_anchor, precision=precision)
+        return anchor_attention(q, k, v, cos, sin, num_anchor, **backend.kernel_options)
     cos_l, sin_l = sequence_rope_tables(cos, sin, num_anchor)
     q = apply_rope(q, cos_l, sin_l)
     k = apply_rope(k, cos_l, sin_l)

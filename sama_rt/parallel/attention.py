@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..models.attention import sdpa_attention
+from ..models.attention import AttentionBackend, sdpa_attention
 from ..models.rope import apply_rope
 from .layout import ShardLayout
 from .runtime import ParallelGroups, RankGroup, collective
@@ -40,11 +40,11 @@ from .runtime import ParallelGroups, RankGroup, collective
 @dataclass(frozen=True)
 class FusedKernel:
     """What the fused kernel needs beyond q, k, v: the video RoPE tables [N, head_dim/2] of
-    the whole sequence, and its precision ("native" or "fp8")."""
+    the whole sequence, and the Triton backend that says how it runs."""
 
     cos: torch.Tensor
     sin: torch.Tensor
-    precision: str = "native"
+    backend: AttentionBackend = AttentionBackend.TRITON
 
 
 # Float32 logits per query block in the ring's exact attention: bounds its memory.
@@ -208,7 +208,7 @@ class SequenceParallelAttention:
             q, k, v = sequence_to_heads(torch.stack([q, k, v]), self.ulysses).unbind(0)
         real = self.layout.length  # the rows past it are padding: neither keys nor read back
         out = anchor_attention(q[:, :real], k[:, :real], v[:, :real], self.fused.cos, self.fused.sin, num_anchor,
-                               precision=self.fused.precision)
+                               **self.fused.backend.kernel_options)
         out = F.pad(out, (0, 0, 0, 0, 0, q.shape[1] - real))
         if self.ulysses.size > 1:
             out = heads_to_sequence(out, self.ulysses)

@@ -82,8 +82,7 @@ class ParallelGuidedPredictor:
         self.layout = ShardLayout(2 * n + num_anchor, self.groups.sequence.size)
         fused = None
         if isinstance(dit.attention, AttentionBackend) and dit.attention.uses_triton and self.groups.ring.size == 1:
-            precision = "fp8" if dit.attention is AttentionBackend.TRITON_FP8 else "native"
-            fused = FusedKernel(self.video_cos, self.video_sin, precision)
+            fused = FusedKernel(self.video_cos, self.video_sin, dit.attention)
         self.attention = SequenceParallelAttention(self.groups, self.layout, fused)
         cos, sin = sequence_rope_tables(self.video_cos, self.video_sin, num_anchor)
         index = self.groups.sequence.index

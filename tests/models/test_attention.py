@@ -11,7 +11,7 @@ from sama_rt.models.attention import (
 def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
-    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-fp8, auto"):
+    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-fp8, triton-keys-once, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -39,7 +39,7 @@ def test_auto_is_sdpa_on_cuda_even_with_a_working_kernel(monkeypatch):
 def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16): (False, "broken build")})
-    for name in ("triton", "triton-fp8"):
+    for name in ("triton", "triton-fp8", "triton-keys-once"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -62,7 +62,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     numbers as calling the kernel with precision="fp8"), close to the reference."""
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
-    assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-fp8"]
+    assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-fp8", "triton-keys-once"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -81,3 +81,19 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     # and clearly not the native path (whose error is fp16 rounding).
     assert fp8_err < 2**-4 * v.abs().max().item()
     assert fp8_err > 10 * (native.float() - want).abs().max().item()
+
+
+def test_keys_once_backend_reaches_the_kernel_variant():
+    """`triton-keys-once` runs the kernel with its keys rotated once (the same numbers as
+    calling it with keys="once"), and every Triton backend names its kernel options."""
+    from sama_rt.kernels import anchor_attention, rope_tables
+
+    assert AttentionBackend.TRITON.kernel_options == {"precision": "native", "keys": "in-loop"}
+    assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop"}
+    assert AttentionBackend.TRITON_KEYS_ONCE.kernel_options == {"precision": "native", "keys": "once"}
+    device = "cpu" if not torch.cuda.is_available() else "cuda"
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2 * 12 + 3, 2, 48, generator=gen).to(device, torch.float16) for _ in range(3))
+    cos, sin = rope_tables(1, 3, 4, 48, device=device)
+    got = anchor_self_attention(q, k, v, cos, sin, 3, AttentionBackend.TRITON_KEYS_ONCE)
+    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys="once"), atol=0, rtol=0)
