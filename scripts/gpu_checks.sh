@@ -7,7 +7,8 @@
 #                                      # kernel vs SDPA at the real shapes, the 14B step at
 #                                      # 49 frames with SDPA (+ the official step, profiled)
 #                                      # and with torch.compile (the MFU goal's open question)
-#   bash scripts/gpu_checks.sh extra   # ~12 min: 81 frames, FP8 linears + CUDA graphs, the
+#   bash scripts/gpu_checks.sh extra   # ~14 min: the kernel with keys rotated once, 81
+#                                      # frames, FP8 linears + CUDA graphs, the
 #                                      # low-memory mode, a whole 14B edit's stages (umT5,
 #                                      # VAE, denoise), FP8 linear error at 14B, everything
 #                                      # together, the Triton and Triton-FP8 steps
@@ -68,6 +69,7 @@ TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
 TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
 TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
+TIMEOUT[keysonce49]=150; CMD[keysonce49]="$bench14 --frames 49 --attention triton-keys-once"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
 TIMEOUT[compile49]=300; CMD[compile49]="$bench14 --frames 49 --compile"
@@ -75,7 +77,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention reference49 compile49"
-GROUP[extra]="setup step81 fp8graphs49 offload49 stages49 fp8error fastest49 step49 fp8attn49"
+GROUP[extra]="setup keysonce49 step81 fp8graphs49 offload49 stages49 fp8error fastest49 step49 fp8attn49"
 
 sections=()
 for arg in "${@:-core}"; do
