@@ -82,7 +82,7 @@ def select_attention_backend(
     if backend.uses_triton:
         ok, why = triton_available()
         if ok and device.type == "cuda":
-            ok, why = triton_self_check(device, head_dim, dtype)
+            ok, why = triton_self_check(device, head_dim, dtype, backend)
         if not ok:
             raise RuntimeError(f"attention backend {backend.value!r} cannot run here: {why}")
     return backend
@@ -91,11 +91,12 @@ def select_attention_backend(
 _SELF_CHECKS: dict = {}
 
 
-def triton_self_check(device, head_dim: int, dtype: torch.dtype) -> tuple[bool, str]:
-    """Run the kernel once at a small shape against the reference, cached per
-    (device, head_dim, dtype): a kernel that fails to compile or disagrees on this GPU /
-    Triton version must not silently become the default."""
-    key = (str(device), head_dim, dtype)
+def triton_self_check(device, head_dim: int, dtype: torch.dtype,
+                      backend: AttentionBackend = AttentionBackend.TRITON) -> tuple[bool, str]:
+    """Run the kernel as `backend` runs it, once at a small shape against the reference,
+    cached per (device, head_dim, dtype, backend): a kernel that fails to compile or
+    disagrees on this GPU / Triton version must not run unnoticed."""
+    key = (str(device), head_dim, dtype, backend)
     if key not in _SELF_CHECKS:
         try:
             from ..kernels import anchor_attention, anchor_attention_ref
@@ -106,12 +107,13 @@ def triton_self_check(device, head_dim: int, dtype: torch.dtype) -> tuple[bool, 
             length = 2 * f * h * w + num_anchor
             q, k, v = (torch.randn(1, length, 2, head_dim, generator=gen).to(device, dtype) for _ in range(3))
             cos, sin = rope_tables(f, h, w, head_dim, device=device)
-            got = anchor_attention(q, k, v, cos, sin, num_anchor).float()
+            got = anchor_attention(q, k, v, cos, sin, num_anchor, **backend.kernel_options).float()
             want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor).float()
             error = (got - want).abs().max().item()
-            # bf16/fp16 inputs with fp32 accumulation stay well inside 5e-2 here; a wrong
-            # index or a broken build is off by O(1).
-            ok = error < 5e-2
+            # bf16/fp16 inputs with fp32 accumulation stay well inside 5e-2 here; fp8 within
+            # e4m3's 2**-4 of max|v|. A wrong index or a broken build is off by O(1).
+            limit = 2**-4 * v.abs().max().item() if backend is AttentionBackend.TRITON_FP8 else 5e-2
+            ok = error < limit
             _SELF_CHECKS[key] = (ok, f"triton self-check error {error:.2e}" + ("" if ok else " (too large)"))
         except Exception as e:  # noqa: BLE001 - any failure means: do not use the kernel here
             _SELF_CHECKS[key] = (False, f"triton kernel failed its self-check: {type(e).__name__}: {e}")

@@ -24,21 +24,43 @@ def test_self_check_passes_in_the_interpreter_fp32():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs a CUDA GPU")
 def test_self_check_passes_compiled_on_cuda_bf16():
-    ok, why = triton_self_check("cuda", 128, torch.bfloat16)
-    assert ok, why
+    for backend in (AttentionBackend.TRITON, AttentionBackend.TRITON_KEYS_ONCE):
+        ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
+        assert ok, (backend, why)
+
+
+def test_self_check_runs_the_backends_kernel_variant(monkeypatch):
+    """Each Triton backend checks the kernel as it will run it; a variant that breaks fails
+    its own check, not the others'."""
+    import sama_rt.kernels as kernels
+
+    real = kernels.anchor_attention
+
+    def once_broken(*args, keys="in-loop", **kwargs):
+        out = real(*args, keys=keys, **kwargs)
+        return out + 1 if keys == "once" else out
+
+    monkeypatch.setattr(kernels, "anchor_attention", once_broken)
+    monkeypatch.setattr(attention, "_SELF_CHECKS", {})
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype, head_dim = (torch.bfloat16, 128) if device == "cuda" else (torch.float32, 48)
+    assert triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON)[0]
+    ok, why = triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON_KEYS_ONCE)
+    assert not ok and "too large" in why
 
 
 def test_auto_is_sdpa_on_cuda_even_with_a_working_kernel(monkeypatch):
     # Measured on an H100: the kernel is slower than torch's SDPA, so it is opt-in.
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
-    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16): (True, "ok")})
+    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, AttentionBackend.TRITON): (True, "ok")})
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
     assert select_attention_backend("triton", "cuda", 128, torch.bfloat16) is AttentionBackend.TRITON
 
 
 def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
-    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16): (False, "broken build")})
+    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
+                                                    for backend in AttentionBackend if backend.uses_triton})
     for name in ("triton", "triton-fp8", "triton-keys-once"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
