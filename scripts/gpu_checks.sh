@@ -3,17 +3,18 @@
 # needed), in sections run in priority order. Results go to $RESULTS_DIR (or ./gpu-results),
 # and into one archive at $OUT_ARCHIVE when that is set (the device returns 8 files at most).
 #
-#   bash scripts/gpu_checks.sh core    # ~8 min on one H100: kernel tests compiled for real,
-#                                      # kernel vs SDPA at the real shapes, the 14B step at
-#                                      # 49 frames with SDPA (+ the official step, profiled)
-#                                      # and with torch.compile (the MFU goal's open question)
-#   bash scripts/gpu_checks.sh extra   # ~14 min: the kernel with keys rotated once, 81
-#                                      # frames, FP8 linears + CUDA graphs, the
-#                                      # low-memory mode, a whole 14B edit's stages (umT5,
-#                                      # VAE, denoise), FP8 linear error at 14B, everything
-#                                      # together, the Triton and Triton-FP8 steps
-# (The H100 session of 2026-11-26 measured attention, step49, reference49, step81 with
-# Triton and fp8attn49, docs/BENCHMARKS.md: the groups lead with what it could not run.)
+#   bash scripts/gpu_checks.sh core    # ~9 min on one H100: kernel tests compiled for real,
+#                                      # kernels (both key rotations) vs SDPA at the real
+#                                      # shapes, the 14B step at 49 frames with torch.compile
+#                                      # (the MFU goal's open question), with FP8 linears +
+#                                      # CUDA graphs
+#   bash scripts/gpu_checks.sh extra   # ~14 min: the low-memory mode, 81 frames with SDPA,
+#                                      # the keys-once kernel's step, a whole 14B edit's
+#                                      # stages (umT5, VAE, denoise), FP8 linear error at
+#                                      # 14B, everything together, the official step, the
+#                                      # Triton and Triton-FP8 steps
+# (An earlier H100 session measured attention, step49, reference49, step81 with Triton and
+# fp8attn49, docs/BENCHMARKS.md: the groups lead with what it could not run.)
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
@@ -76,8 +77,8 @@ TIMEOUT[compile49]=300; CMD[compile49]="$bench14 --frames 49 --compile"
 TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --compile --cuda-graphs --profile"
 
 declare -A GROUP
-GROUP[core]="setup tests attention reference49 compile49"
-GROUP[extra]="setup keysonce49 step81 fp8graphs49 offload49 stages49 fp8error fastest49 step49 fp8attn49"
+GROUP[core]="setup tests attention compile49 fp8graphs49"
+GROUP[extra]="setup offload49 step81 keysonce49 stages49 fp8error fastest49 reference49 step49 fp8attn49"
 
 sections=()
 for arg in "${@:-core}"; do
