@@ -60,8 +60,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: bfloat16 on CUDA, float32 on CPU")
     g.add_argument("--attention", default="auto", choices=attention_backend_names(),
                    help="self-attention: auto is SDPA (fastest measured on an H100); triton runs the fused "
-                        "anchor-attention kernel, triton-fp8 its FP8 variant (an approximation), triton-keys-once "
-                        "the kernel with its keys rotated once into a copy")
+                        "anchor-attention kernel, triton-in-loop the same kernel rotating keys in its loop "
+                        "(less memory, slower), triton-fp8 its FP8 variant (an approximation)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")

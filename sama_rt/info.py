@@ -64,7 +64,7 @@ def collect_info() -> dict:
         "reference": {"available": True, "why": "plain torch, float32"},
         "sdpa": {"available": True, "why": "torch scaled_dot_product_attention (what auto picks)"},
         "triton": {"available": triton_ok, "why": triton_why},
-        "triton-keys-once": {"available": triton_ok, "why": triton_why},
+        "triton-in-loop": {"available": triton_ok, "why": triton_why},
         # Without CUDA, Triton is available only as the CPU interpreter, which runs fp8 too.
         "triton-fp8": {"available": triton_ok and (fp8_ok or not cuda),
                        "why": fp8_why if triton_ok and cuda else triton_why},

@@ -4,21 +4,20 @@
 # and into one archive at $OUT_ARCHIVE when that is set (the device returns 8 files at most).
 #
 #   bash scripts/gpu_checks.sh core    # ~9 min on one H100: kernel tests compiled for real,
-#                                      # kernels (both key rotations) vs SDPA at the real
-#                                      # shapes, the 14B step at 49 frames with torch.compile
-#                                      # (the MFU goal's open question), with FP8 linears +
-#                                      # CUDA graphs
-#   bash scripts/gpu_checks.sh extra   # ~14 min: the low-memory mode, 81 frames with SDPA,
-#                                      # the keys-once kernel's step, a whole 14B edit's
-#                                      # stages (umT5, VAE, denoise), FP8 linear error at
-#                                      # 14B, everything together, the official step, the
-#                                      # Triton and Triton-FP8 steps
-# (An earlier H100 session measured attention, step49, reference49, step81 with Triton and
-# fp8attn49, docs/BENCHMARKS.md: the groups lead with what it could not run.)
+#                                      # kernels vs SDPA at the real shapes, the 14B step at
+#                                      # 49 frames with the Triton kernel (profiled), with
+#                                      # every speed option together, and compiled at 81 frames
+#   bash scripts/gpu_checks.sh extra   # ~14 min: the official step, the compiled step and
+#                                      # FP8 linears + CUDA graphs at 49 frames, the
+#                                      # low-memory mode, 81 frames with SDPA, a whole 14B
+#                                      # edit's stages (umT5, VAE, denoise), FP8 linear error
+#                                      # at 14B, the in-loop and FP8 kernels' steps
+# (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
+# docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
-# the attention benchmark, 70-140 s per 14B bench section, each loading the model anew):
+# the attention benchmark, 45-200 s per 14B bench section (the low-memory one the longest), each loading the model anew):
 #   RESULTS_DIR=/tmp/r OUT_ARCHIVE=$OUT/gpu-results.tgz DEADLINE_S=540 bash scripts/gpu_checks.sh core
 # Each section has its own timeout; DEADLINE_S (default 570) stops starting new sections
 # once that many seconds have passed, so one call fits a 600 s command limit. With 15
@@ -70,15 +69,16 @@ TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
 TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
 TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
-TIMEOUT[keysonce49]=150; CMD[keysonce49]="$bench14 --frames 49 --attention triton-keys-once"
+TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
 TIMEOUT[compile49]=300; CMD[compile49]="$bench14 --frames 49 --compile"
+TIMEOUT[compile81]=300; CMD[compile81]="$bench14 --frames 81 --compile"
 TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --compile --cuda-graphs --profile"
 
 declare -A GROUP
-GROUP[core]="setup tests attention compile49 fp8graphs49"
-GROUP[extra]="setup offload49 step81 keysonce49 stages49 fp8error fastest49 reference49 step49 fp8attn49"
+GROUP[core]="setup tests attention step49 fastest49 compile81"
+GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()
 for arg in "${@:-core}"; do

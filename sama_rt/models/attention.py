@@ -7,13 +7,15 @@ that contract:
 - `reference`: rotate q/k explicitly, plain softmax(QK^T)V in float32. Slow, obvious, the oracle.
 - `sdpa`: rotate q/k explicitly, `F.scaled_dot_product_attention` in the input dtype
   (flash / memory-efficient kernels on GPU, the fused CPU kernel here).
-- `triton`: the fused anchor-attention kernel (RoPE in-kernel, anchors collapsed to one
-  virtual key); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1. Opt-in: "auto"
-  picks SDPA, which was faster on the H100 it was measured on (see select_attention_backend).
-- `triton-fp8`: the same kernel with q.k and p.v in float8 e4m3 (per-block scales); an
+- `triton`: the fused anchor-attention kernel (anchors collapsed to one virtual key, q
+  rotated in-kernel, the keys rotated once into a copy by a Triton pre-pass: the kernels'
+  KeyRotation.ONCE); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1. Opt-in:
+  "auto" picks SDPA, which was faster on the H100 it was measured on (see
+  select_attention_backend).
+- `triton-in-loop`: the same kernel rotating every key tile inside its loop (no rotated
+  copy: ~0.8 GiB less at 81 frames, but 1.65x slower on an H100, docs/BENCHMARKS.md).
+- `triton-fp8`: the in-loop kernel with q.k and p.v in float8 e4m3 (per-block scales); an
   approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
-- `triton-keys-once`: the same kernel with the keys rotated once into a copy before its loop
-  (kernels' KeyRotation.ONCE: same numbers, larger key tiles on Hopper); opt-in until measured.
 """
 from __future__ import annotations
 
@@ -33,18 +35,19 @@ class AttentionBackend(Choice):
     REFERENCE = "reference"
     SDPA = "sdpa"
     TRITON = "triton"
+    TRITON_IN_LOOP = "triton-in-loop"
     TRITON_FP8 = "triton-fp8"
-    TRITON_KEYS_ONCE = "triton-keys-once"
 
     @property
     def uses_triton(self) -> bool:
-        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_FP8, AttentionBackend.TRITON_KEYS_ONCE)
+        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8)
 
     @property
     def kernel_options(self) -> dict[str, str]:
-        """`anchor_attention`'s precision and keys for a Triton backend."""
+        """`anchor_attention`'s precision and keys for a Triton backend. Keys rotated once is
+        the faster kernel (H100: 147 vs 243 ms at 49 frames); fp8 has only the in-loop form."""
         return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native",
-                "keys": "once" if self is AttentionBackend.TRITON_KEYS_ONCE else "in-loop"}
+                "keys": "once" if self is AttentionBackend.TRITON else "in-loop"}
 
 
 def attention_backend_names() -> list[str]:
@@ -69,9 +72,9 @@ def select_attention_backend(
     """Pick the attention backend for `device`. `requested` is a backend name or "auto".
 
     auto: SDPA on every device. On an H100 (docs/BENCHMARKS.md, 2026-11-26) the fused Triton
-    kernel ran at 0.80x flash SDPA and the 14B step took 13.5 s with it against 9.0 s with
-    torch's default SDPA (cuDNN attention there), so the kernel is opt-in until it is measured
-    faster. An explicit Triton backend on CUDA first passes a one-off self-check at
+    kernel (keys rotated once) ran at 1.29x flash SDPA but 0.80x torch's default SDPA choice
+    there (cuDNN attention: 117 vs 147 ms per call at 49 frames), and the 14B step took 9.55 s
+    with it against 9.0 s with SDPA, so the kernel is opt-in until it is measured faster. An explicit Triton backend on CUDA first passes a one-off self-check at
     (head_dim, dtype) on this GPU, so a miscompiled kernel fails loudly instead of editing badly.
     """
     device = torch.device(device)

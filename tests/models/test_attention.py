@@ -11,7 +11,7 @@ from sama_rt.models.attention import (
 def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
-    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-fp8, triton-keys-once, auto"):
+    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -24,7 +24,7 @@ def test_self_check_passes_in_the_interpreter_fp32():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs a CUDA GPU")
 def test_self_check_passes_compiled_on_cuda_bf16():
-    for backend in (AttentionBackend.TRITON, AttentionBackend.TRITON_KEYS_ONCE):
+    for backend in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP):
         ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
         assert ok, (backend, why)
 
@@ -44,8 +44,8 @@ def test_self_check_runs_the_backends_kernel_variant(monkeypatch):
     monkeypatch.setattr(attention, "_SELF_CHECKS", {})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype, head_dim = (torch.bfloat16, 128) if device == "cuda" else (torch.float32, 48)
-    assert triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON)[0]
-    ok, why = triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON_KEYS_ONCE)
+    assert triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON_IN_LOOP)[0]
+    ok, why = triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON)
     assert not ok and "too large" in why
 
 
@@ -61,7 +61,7 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                                     for backend in AttentionBackend if backend.uses_triton})
-    for name in ("triton", "triton-fp8", "triton-keys-once"):
+    for name in ("triton", "triton-in-loop", "triton-fp8"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -84,7 +84,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     numbers as calling the kernel with precision="fp8"), close to the reference."""
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
-    assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-fp8", "triton-keys-once"]
+    assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -105,17 +105,17 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     assert fp8_err > 10 * (native.float() - want).abs().max().item()
 
 
-def test_keys_once_backend_reaches_the_kernel_variant():
-    """`triton-keys-once` runs the kernel with its keys rotated once (the same numbers as
-    calling it with keys="once"), and every Triton backend names its kernel options."""
+@pytest.mark.parametrize("backend, keys", [(AttentionBackend.TRITON, "once"), (AttentionBackend.TRITON_IN_LOOP, "in-loop")])
+def test_triton_backends_reach_their_kernel_variant(backend, keys):
+    """`triton` runs the kernel with its keys rotated once (the faster variant), `triton-in-loop`
+    with them rotated in its loop: the same numbers as calling the kernel with those keys."""
     from sama_rt.kernels import anchor_attention, rope_tables
 
-    assert AttentionBackend.TRITON.kernel_options == {"precision": "native", "keys": "in-loop"}
+    assert backend.kernel_options == {"precision": "native", "keys": keys}
     assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop"}
-    assert AttentionBackend.TRITON_KEYS_ONCE.kernel_options == {"precision": "native", "keys": "once"}
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2 * 12 + 3, 2, 48, generator=gen).to(device, torch.float16) for _ in range(3))
     cos, sin = rope_tables(1, 3, 4, 48, device=device)
-    got = anchor_self_attention(q, k, v, cos, sin, 3, AttentionBackend.TRITON_KEYS_ONCE)
-    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys="once"), atol=0, rtol=0)
+    got = anchor_self_attention(q, k, v, cos, sin, 3, backend)
+    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys=keys), atol=0, rtol=0)
