@@ -52,7 +52,8 @@ def specs(head_dim: int, dtype: str) -> list[KernelSpec]:
     # list's first tile: a like-for-like comparison).
     for c in kernel.ROTATED_KEYS_HOPPER_CONFIGS:
         spec = KernelSpec(head_dim, dtype, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages,
-                          arch=90, split_loads=c.kwargs["SPLIT_LOADS"], rotated_keys=True)
+                          arch=90, split_loads=c.kwargs["SPLIT_LOADS"], rotated_keys=True,
+                          flat_keys=c.kwargs["FLAT_KEYS"])
         out.setdefault(spec, None)
     return list(out)
 
@@ -62,8 +63,10 @@ def listed(spec: KernelSpec) -> bool:
         configs = kernel.ROTATED_KEYS_HOPPER_CONFIGS
     else:
         configs = kernel.HOPPER_CONFIGS if spec.arch >= 90 else kernel.AMPERE_CONFIGS
-    return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"])
-               == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads) for c in configs)
+    return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"],
+                c.kwargs["FLAT_KEYS"])
+               == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads, spec.flat_keys)
+               for c in configs)
 
 
 def sass_stats(cubin: bytes) -> dict:
@@ -96,7 +99,7 @@ def main() -> int:
     for spec, compiled in zip(todo, compile_kernel_specs(todo)):
         rows.append({"arch": spec.arch, "tile": f"{spec.block_m}x{spec.block_n}", "warps": spec.num_warps,
                      "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
-                     "keys": "once" if spec.rotated_keys else "in-loop", "in_autotune_list": listed(spec),
+                     "keys": ("once, flat" if spec.flat_keys else "once") if spec.rotated_keys else "in-loop", "in_autotune_list": listed(spec),
                      "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
     if args.json:
         print(json.dumps(rows))

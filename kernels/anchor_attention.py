@@ -274,6 +274,50 @@ def _attend_positions(
 
 
 @triton.jit
+def _attend_copied_rows(
+    acc, l_i, m_i, q_flat, KR_ROWS, V_ROWS, stride_vl, start, num_video, num_anchor, v_inv, DTYPE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+    MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """One online-softmax step over BLOCK_N consecutive rows of the rotated key copy (FLAT_KEYS).
+
+    The copy's 2N rows (source, then target) are one key sequence here, so a tile may hold
+    both; its values are the rows of V at the same positions past the anchors. q_flat is q in
+    the copy's channel order ([rotated even | rotated odd]), so each tile is one dot over the
+    whole head dimension, the loop of a plain flash-attention kernel.
+    """
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    rows = start + tl.arange(0, BLOCK_N)
+    row_ok = rows < 2 * num_video
+    if not MASK_KEYS:
+        row_ok = tl.full([BLOCK_N], 1, tl.int1)  # a full tile: no row test at run time
+    width = tl.arange(0, 2 * HALF_PAD)
+    if HEAD_DIM == 2 * HALF_PAD:
+        k_mask = row_ok[:, None]
+        k = tl.load(KR_ROWS + rows[:, None] * HEAD_DIM + width[None, :], mask=k_mask, other=0.0)
+    else:  # halves padded to a power of two (head_dim 48, 96): copy column of each slot
+        column = (width // HALF_PAD) * half_dim + width % HALF_PAD
+        k_mask = row_ok[:, None] & ((width % HALF_PAD) < half_dim)[None, :]
+        k = tl.load(KR_ROWS + rows[:, None] * HEAD_DIM + column[None, :], mask=k_mask, other=0.0)
+    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+        k = k.to(tl.float32)  # exact; see _to_dot_dtype
+    qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
+    if MASK_KEYS:
+        qk = tl.where(row_ok[None, :], qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.exp2(qk - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    dim = tl.arange(0, DIM_PAD)
+    physical = tl.where(rows < num_video, rows, rows + num_anchor)  # skip the anchor rows of V
+    v_ptrs = V_ROWS + physical[:, None] * stride_vl + dim[None, :]
+    v_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
+    acc = _weighted_values(acc, p, v_ptrs, v_mask, v_inv, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _video_queries(
     Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR, OUT,
     q_base, k_base, v_base, o_base, kr_base, pid_bh,
@@ -281,7 +325,7 @@ def _video_queries(
     num_video, num_anchor, pid_m,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr, FLAT_KEYS: tl.constexpr,
 ):
     """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
     half_dim: tl.constexpr = HEAD_DIM // 2
@@ -323,21 +367,39 @@ def _video_queries(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, DIM_PAD], tl.float32)
-    # The loop runs over positions: each step takes BLOCK_N source and BLOCK_N target keys.
-    # Full steps run unmasked; only the last, partial one pays for the key mask.
-    full_end = (num_video // BLOCK_N) * BLOCK_N
-    for start_p in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
-            k_base, v_base, kr_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS, ROTATED_KEYS,
-        )
-    if full_end < num_video:
-        acc, l_i, m_i = _attend_positions(
-            acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
-            k_base, v_base, kr_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
-            HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS, ROTATED_KEYS,
-        )
+    if ROTATED_KEYS and FLAT_KEYS:
+        # Over the copy's rows as one sequence, BLOCK_N keys a step; q joined into the copy's
+        # channel order once. Full tiles unmasked; only the last, partial one is masked.
+        q_flat = tl.reshape(tl.permute(tl.join(qd_even, qd_odd), (0, 2, 1)), [BLOCK_M, 2 * HALF_PAD])
+        full_keys = (2 * num_video // BLOCK_N) * BLOCK_N
+        for start in range(0, full_keys, BLOCK_N):
+            acc, l_i, m_i = _attend_copied_rows(
+                acc, l_i, m_i, q_flat, KR + kr_base, V + v_base, stride_vl, start, num_video, num_anchor, v_inv,
+                V.dtype.element_ty, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, False, DOT_PRECISION, ROUND_IN_FP32,
+            )
+        if full_keys < 2 * num_video:
+            acc, l_i, m_i = _attend_copied_rows(
+                acc, l_i, m_i, q_flat, KR + kr_base, V + v_base, stride_vl, full_keys, num_video, num_anchor, v_inv,
+                V.dtype.element_ty, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32,
+            )
+    else:
+        # The loop runs over positions: each step takes BLOCK_N source and BLOCK_N target
+        # keys. Full steps run unmasked; only the last, partial one pays for the key mask.
+        full_end = (num_video // BLOCK_N) * BLOCK_N
+        for start_p in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _attend_positions(
+                acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
+                k_base, v_base, kr_base, stride_kl, stride_vl, start_p, num_video, num_anchor,
+                HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, False, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
+                ROTATED_KEYS,
+            )
+        if full_end < num_video:
+            acc, l_i, m_i = _attend_positions(
+                acc, l_i, m_i, qd_even, qd_odd, q_row_scale, K, V, COS, SIN, K_SCALE, v_inv, KR,
+                k_base, v_base, kr_base, stride_kl, stride_vl, full_end, num_video, num_anchor,
+                HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_N, FP8, True, DOT_PRECISION, ROUND_IN_FP32, SPLIT_LOADS,
+                ROTATED_KEYS,
+            )
 
     if FP8:
         acc = acc * (v_scale / FP8_E4M3_MAX)[None, :]  # back to v's units (see _weighted_values)
@@ -401,6 +463,7 @@ def anchor_attention_fwd(
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr,
+    FLAT_KEYS: tl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
 
@@ -408,7 +471,9 @@ def anchor_attention_fwd(
     passes them in); the last dimension of every tensor must be contiguous. K_SCALE / V_SCALE:
     the FP8 scales from `fp8_scales` (float32 [B * heads, cdiv(N, FP8_KEY_BLOCK)] and
     [B * heads, head_dim]); None (compiled out) for native precision. KR: the rotated key copy
-    of `rotate_keys` when ROTATED_KEYS, else None (compiled out).
+    of `rotate_keys` when ROTATED_KEYS, else None (compiled out). FLAT_KEYS (with
+    ROTATED_KEYS only): the loop takes BLOCK_N rows of the copy a step, one full-width dot
+    each, instead of BLOCK_N positions (source and target keys, two half-width dots each).
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -425,7 +490,7 @@ def anchor_attention_fwd(
             Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR, OUT, q_base, k_base, v_base, o_base, kr_base, pid_bh,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
             QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, ROUND_IN_FP32,
-            SPLIT_LOADS, ROTATED_KEYS,
+            SPLIT_LOADS, ROTATED_KEYS, FLAT_KEYS,
         )
     else:
         _anchor_queries(
@@ -468,8 +533,9 @@ def rotate_keys_fwd(
 _INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
 
 
-def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads},
+def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False,
+            flat_keys: bool = False) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys},
                          num_warps=num_warps, num_stages=num_stages)
 
 
@@ -491,10 +557,18 @@ HOPPER_CONFIGS = (
 # Keys rotated once (KeyRotation.ONCE): without the in-loop rotation the loop needs far fewer
 # registers (128x32: 169 instead of 255 under triton 3.6), and 64-position key tiles (128
 # keys a step) compile without spills (benchmarks/kernel_sass.py), so Hopper gets larger tiles.
+# The H100 of 2026-11-26 chose 128x64 w8 s3 of the first three (460-471 TFLOP/s). The flat
+# ones (FLAT_KEYS: BLOCK_N counts keys, not positions) run the copy as one key sequence with
+# one full-width dot per tile, the loop of a plain flash-attention kernel: 128x64 needs 241
+# registers and no spills (triton 3.6, sm_90); 128x128 spills 25 instructions at 3 stages
+# (61 at 2: not listed). Not yet timed on a GPU: candidates the autotuner weighs.
 ROTATED_KEYS_HOPPER_CONFIGS = (
-    _config(128, 64, 8, 2, split_loads=True),
     _config(128, 64, 8, 3, split_loads=True),
+    _config(128, 64, 8, 2, split_loads=True),
     _config(128, 32, 8, 3, split_loads=True),
+    _config(128, 64, 8, 3, split_loads=True, flat_keys=True),
+    _config(128, 64, 8, 4, split_loads=True, flat_keys=True),
+    _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -565,7 +639,8 @@ def tuned_config() -> str | None:
     if config is None:
         return None
     loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
-    return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} {loads}"
+    flat = " flat" if config.kwargs.get("FLAT_KEYS") else ""
+    return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} {loads}{flat}"
 
 
 def padded_dims(head_dim: int, fp8: bool) -> tuple[int, int]:
@@ -668,6 +743,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     rotated_keys = keys is KeyRotation.ONCE
     if fp8 and rotated_keys:
         raise ValueError("keys rotated once is a native-precision variant; fp8 rotates its keys in the loop")
+    if config is not None and config.kwargs.get("FLAT_KEYS") and not rotated_keys:
+        raise ValueError("a FLAT_KEYS config reads the rotated key copy: use it with keys='once'")
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")

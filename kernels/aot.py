@@ -160,6 +160,7 @@ class KernelSpec:
     ptx_version: int | None = None
     split_loads: bool = True  # q/k rows read whole and split into channel pairs in registers
     rotated_keys: bool = False  # KeyRotation.ONCE: keys read from the KR copy (native precision only)
+    flat_keys: bool = False  # with rotated_keys: block_n rows of the copy a step, one full-width dot
 
     def __post_init__(self):
         precision = AttentionPrecision.parse(self.precision)
@@ -172,6 +173,8 @@ class KernelSpec:
                 raise ValueError(f"fp8 attention needs sm_{MIN_FP8_ARCH} or newer, got sm_{self.arch}")
             if self.block_n < 32:
                 raise ValueError("fp8 dots reduce over block_n, which must be >= 32")
+        if self.flat_keys and not self.rotated_keys:
+            raise ValueError("flat_keys reads the rotated key copy: set rotated_keys too")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even, got {self.head_dim}")
         for name in ("block_m", "block_n"):
@@ -239,6 +242,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "BLOCK_N": block_n,
         "SPLIT_LOADS": spec.split_loads,
         "ROTATED_KEYS": spec.rotated_keys,
+        "FLAT_KEYS": spec.flat_keys,
     }
     pointer_types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "COS": "*fp32", "SIN": "*fp32"}
     if fp8:  # the scales of `fp8_scales`; native precision compiles them out (None)

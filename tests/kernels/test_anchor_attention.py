@@ -312,7 +312,7 @@ def test_tuned_config_names_the_configuration_that_ran():
     if INTERPRETED:
         assert kernel_module.tuned_config() == "16x16 w4 s1 split"  # INTERPRETER_CONFIG
     else:  # one of the float32 list, whichever the autotuner chose
-        assert re.fullmatch(r"(64|128)x(16|32) w[48] s[234] (split|strided)", kernel_module.tuned_config())
+        assert re.fullmatch(r"(64|128)x(16|32) w[48] s[234] (split|strided)( flat)?", kernel_module.tuned_config())
 
 
 @pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)
@@ -330,6 +330,34 @@ def test_keys_rotated_once_give_the_same_outputs(frames, height, width, num_anch
         want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
         torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
         assert (once.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)
+def test_flat_key_loop_matches_the_reference(frames, height, width, num_anchor, batch, heads, head_dim, dtype):
+    """FLAT_KEYS (an autotune candidate for keys rotated once) runs the copy's 2N rows as one
+    key sequence, tiles crossing from source to target rows, one full-width dot per tile:
+    other tiles and summation order than the position loop, so the reference tolerance
+    rule, not bit-equality. 16-key tiles here split N = 15 or 18 mid-row-block."""
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=7)
+    config = kernel_module._config(16 if INTERPRETED else 64, 16 if INTERPRETED else 32, 4, 1,
+                                   split_loads=True, flat_keys=True)
+    got = kernel_module._launch(q, k, v, cos, sin, num_anchor, head_dim**-0.5, AttentionPrecision.NATIVE,
+                                keys=kernel_module.KeyRotation.ONCE, config=config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+    # The anchor queries' rows (mean of v) do not depend on the loop: equal to the other variant.
+    num_video = cos.shape[0]
+    rows = slice(num_video, num_video + num_anchor)
+    once = anchor_attention(q, k, v, cos, sin, num_anchor, keys="once")
+    torch.testing.assert_close(got[:, rows], once[:, rows], atol=0, rtol=0)
+
+
+def test_flat_key_configs_need_the_rotated_copy():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
+    with pytest.raises(ValueError, match="keys='once'"):
+        kernel_module._launch(q, k, v, cos, sin, 1, 48**-0.5, AttentionPrecision.NATIVE,
+                              config=kernel_module._config(16, 16, 4, 1, flat_keys=True))
 
 
 def test_rotate_keys_writes_the_rotated_video_rows_even_then_odd():

@@ -52,6 +52,9 @@ SPECS = {
     # Keys rotated once: the first config of its Hopper list.
     "hopper_keys_once": KernelSpec(128, "bf16", block_m=128, block_n=64, num_warps=8, num_stages=2, arch=90,
                                    rotated_keys=True),
+    # ... and its flat loop (the copy's rows as one key sequence).
+    "hopper_flat_keys": KernelSpec(128, "bf16", block_m=128, block_n=64, num_warps=8, num_stages=3, arch=90,
+                                   rotated_keys=True, flat_keys=True),
 }
 
 
@@ -107,6 +110,17 @@ def test_keys_rotated_once_take_the_copy_after_the_inputs(compiled):
     assert 0 < kernel.shared_mem <= 232448
     with pytest.raises(ValueError, match="native-precision"):
         KernelSpec(128, "bf16", precision="fp8", rotated_keys=True)
+
+
+def test_flat_key_loop_keeps_the_launch_contract(compiled):
+    """The flat loop changes the kernel's inside only: same parameters and grid as keys once."""
+    flat, once = compiled["hopper_flat_keys"], compiled["hopper_keys_once"]
+    assert flat.params == once.params
+    assert flat.grid_size(2, 40, 20280, 65) == once.grid_size(2, 40, 20280, 65)
+    assert "wgmma.mma_async" in flat.ptx and flat.ptx != once.ptx
+    assert 0 < flat.shared_mem <= 232448
+    with pytest.raises(ValueError, match="set rotated_keys too"):
+        KernelSpec(128, "bf16", flat_keys=True)
 
 
 def test_save_and_load_round_trip(compiled, tmp_path):
