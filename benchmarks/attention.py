@@ -4,7 +4,8 @@ Shapes (480x832, 65 anchors, B=2, 40 heads, head_dim 128, bf16):
   49f: F,H,W = 13,30,52 -> N = 20,280, L = 40,625
   81f: F,H,W = 21,30,52 -> N = 32,760, L = 65,585
 
-For each shape:
+For each shape (timing first: the autotuner keys on the sequence, not on batch or heads, so
+whichever call comes first at a shape tunes it, and that must be the full-size one):
 1. Correctness at the real shape on a subset of heads (batch 1): the Triton kernel (keys
    rotated in the loop, and once into a copy) and SDPA flash (on explicitly rotated q/k)
    against a chunked float32 reference; the kernel must meet the tolerance rule "error <= 2x
@@ -15,7 +16,8 @@ For each shape:
    before timing) of: triton (native; and with its keys rotated once into a copy), triton
    fp8 (sm_89+), SDPA flash on pre-rotated q/k,
    RoPE + SDPA flash, and SDPA with torch's own backend choice on pre-rotated q/k (what the
-   model's `sdpa` attention runs: cuDNN's where torch prefers it).
+   model's `sdpa` attention runs: cuDNN's where torch prefers it). For the Triton methods
+   also every autotune candidate's time as the autotuner measured it (`candidates`).
 
 TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole L x L
 attention, although the kernel folds the anchors and skips their rows).
@@ -74,6 +76,8 @@ class Timing:
     tflops: float
     peak_mem_gib: float
     config: str | None = None  # the autotuner's choice, for the Triton methods
+    # Every candidate config's median ms as the autotuner measured it (None: failed), Triton only.
+    candidates: dict[str, float | None] | None = None
 
 
 def attention_flops(seq_len: int) -> float:
@@ -162,12 +166,13 @@ def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
     from sama_rt.kernels import anchor_attention
 
     qr, kr = rotate(q, k, cos, sin)
+    # Named as the model's --attention backends that run them.
     methods = {
-        "triton": lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR),
-        "triton, keys once": lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="once"),
+        "triton": lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="once"),
+        "triton-in-loop": lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="in-loop"),
     }
     if with_fp8:
-        methods["triton fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
+        methods["triton-fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
     methods["sdpa flash (pre-rotated)"] = lambda: flash(qr, kr, v)
     methods["rope + sdpa flash"] = lambda: flash(*rotate(q, k, cos, sin), v)
     methods["sdpa default (pre-rotated)"] = lambda: sdpa_default(qr, kr, v)
@@ -177,24 +182,27 @@ def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
 def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[Timing]:
     from triton.testing import do_bench
 
-    from sama_rt.kernels.anchor_attention import tuned_config
+    from sama_rt.kernels.anchor_attention import autotune_timings, tuned_config
 
     q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS)
     flops = attention_flops(q.shape[1])
     timings = []
     for method, fn in timed_methods(q, k, v, cos, sin, with_fp8).items():
-        fn()  # compile + autotune outside the timed region
-        config = tuned_config() if method.startswith("triton") else None
+        triton_method = method.startswith("triton")
+        # compile + autotune outside the timed region
+        candidates = autotune_timings(fn) if triton_method else fn()
+        config = tuned_config() if triton_method else None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
         peak = torch.cuda.max_memory_allocated() / 2**30
-        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config))
+        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config,
+                              candidates if triton_method else None))
     return timings
 
 
 def print_table(checks: list[Check], timings: list[Timing]) -> None:
-    print(f"{'shape':6} {'heads':>5} {'triton err':>11} {'keys once':>11} {'flash err':>11} {'fp8 err':>11} "
+    print(f"{'shape':6} {'heads':>5} {'in-loop err':>11} {'keys once':>11} {'flash err':>11} {'fp8 err':>11} "
           f"{'fp8 bound':>10} {'fp8-native rms':>14} {'cosine':>8}  ok")
     for c in checks:
         fp8 = (f"{c.fp8_err:11.3e} {c.fp8_bound:10.3e} {c.fp8_vs_native_rms:14.3e} {c.fp8_vs_native_cosine:8.5f}"
@@ -205,7 +213,10 @@ def print_table(checks: list[Check], timings: list[Timing]) -> None:
     print(f"{'shape':6} {'method':26} {'ms':>9} {'TFLOP/s':>8} {'vs flash':>8} {'peak GiB':>9}")
     baseline = {t.shape: t.ms for t in timings if t.method == "sdpa flash (pre-rotated)"}
     for t in timings:
-        print(f"{t.shape:6} {t.method:26} {t.ms:9.2f} {t.tflops:8.1f} {baseline[t.shape] / t.ms:7.2f}x {t.peak_mem_gib:9.2f}")
+        print(f"{t.shape:6} {t.method:26} {t.ms:9.2f} {t.tflops:8.1f} {baseline[t.shape] / t.ms:7.2f}x {t.peak_mem_gib:9.2f}"
+              f"  {t.config or ''}")
+        for config, ms in (t.candidates or {}).items():
+            print(f"{'':6}   candidate {config:24} " + (f"{ms:9.2f} ms" if ms is not None else "failed"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown shapes {unknown}; valid: {sorted(SHAPES)}")
     with_fp8 = not args.no_fp8 and torch.cuda.get_device_capability() >= (8, 9)
 
+    # Timed first (see the module docstring), and reported even when a check then fails (the
+    # tables say which; the exit code is 1): GPU time is scarce.
+    timings = [t for name in shapes for t in time_shape(name, with_fp8, args.warmup_ms, args.rep_ms)]
     checks = [check_shape(name, args.check_heads, with_fp8) for name in shapes]
     failed = [c for c in checks if not c.passed]
-    # Timed even when a check fails (the tables say which; the exit code is 1): GPU time is
-    # scarce, and a tolerance missed by a hair should not cost the speed figures.
-    timings = [t for name in shapes for t in time_shape(name, with_fp8, args.warmup_ms, args.rep_ms)]
 
     import triton
 

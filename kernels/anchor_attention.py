@@ -28,6 +28,7 @@ torch op that `anchor_attention` calls so that torch.compile / export see one op
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import torch
@@ -632,15 +633,32 @@ else:
     )(anchor_attention_fwd)
 
 
-def tuned_config() -> str | None:
-    """The configuration the autotuner ran last, as "128x32 w8 s3 split" (tile, warps,
-    stages, q/k loads), for the benchmarks to report; None before any run."""
-    config = getattr(_tuned_kernel, "best_config", None)
-    if config is None:
-        return None
+def config_name(config: triton.Config) -> str:
+    """A config as "128x32 w8 s3 split" (tile, warps, stages, q/k loads; " flat" for FLAT_KEYS)."""
     loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
     flat = " flat" if config.kwargs.get("FLAT_KEYS") else ""
     return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} {loads}{flat}"
+
+
+def tuned_config() -> str | None:
+    """The configuration the autotuner ran last (`config_name`), for the benchmarks to
+    report; None before any run."""
+    config = getattr(_tuned_kernel, "best_config", None)
+    return None if config is None else config_name(config)
+
+
+def autotune_timings(run) -> dict[str, float | None]:
+    """Call `run()` and return what the autotuner measured during it: the median milliseconds
+    of each candidate config by `config_name` (None: it failed to compile or run), or {} when
+    it measured nothing (a shape already tuned, or a single candidate)."""
+    _tuned_kernel.configs_timings = {}
+    run()
+    measured = getattr(_tuned_kernel, "configs_timings", None) or {}
+    out = {}
+    for config, timing in measured.items():
+        ms = float(timing[0] if isinstance(timing, (list, tuple)) else timing)  # (median, p20, p80)
+        out[config_name(config)] = ms if math.isfinite(ms) else None
+    return out
 
 
 def padded_dims(head_dim: int, fp8: bool) -> tuple[int, int]:

@@ -39,7 +39,7 @@ def outcomes(folder: Path) -> list[str]:
 def attention_table(result: dict) -> list[str]:
     lines = [f"Anchor attention, B={result['batch']}, {result['heads']} heads, d={result['head_dim']}, "
              f"{result['dtype']}, {result['num_anchor']} anchors (torch {result['torch']}, triton {result['triton']})", "",
-             "| shape | heads checked | triton err | keys once err | flash err | fp8 err (bound) | "
+             "| shape | heads checked | in-loop err | keys once err | flash err | fp8 err (bound) | "
              "fp8 vs native: rms, cosine | passed |",
              "|---|---|---|---|---|---|---|---|"]
     for c in result["checks"]:
@@ -55,6 +55,15 @@ def attention_table(result: dict) -> list[str]:
         ratio = f"{flash[t['shape']] / t['ms']:.2f}x" if t["shape"] in flash else "-"
         lines.append(f"| {t['shape']} | {t['method']} | {t['ms']:.2f} | {t['tflops']:.1f} | {ratio} | "
                      f"{t['peak_mem_gib']:.2f} | {t.get('config') or ''} |")
+    tuned = [t for t in result["timings"] if t.get("candidates")]  # older results lack them
+    if tuned:
+        lines += ["", "Autotune candidates, as the autotuner timed them at the full shape:", "",
+                  "| shape | method | candidate | ms | TFLOP/s |", "|---|---|---|---|---|"]
+        for t in tuned:
+            tera = t["tflops"] * t["ms"]  # the method's work, TFLOP x 1000
+            for config, ms in t["candidates"].items():
+                cells = f"{ms:.2f} | {tera / ms:.1f}" if ms else "failed | -"
+                lines.append(f"| {t['shape']} | {t['method']} | {config} | {cells} |")
     return lines
 
 

@@ -7,6 +7,7 @@ interpreter executes every tile op in numpy.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 
 import pytest
@@ -313,6 +314,25 @@ def test_tuned_config_names_the_configuration_that_ran():
         assert kernel_module.tuned_config() == "16x16 w4 s1 split"  # INTERPRETER_CONFIG
     else:  # one of the float32 list, whichever the autotuner chose
         assert re.fullmatch(r"(64|128)x(16|32) w[48] s[234] (split|strided)( flat)?", kernel_module.tuned_config())
+
+
+def test_autotune_timings_report_what_the_autotuner_measured():
+    """The benchmarks' view of the autotuner: one entry per candidate it timed, by config name;
+    nothing when it timed nothing (one candidate, or a shape tuned before)."""
+    assert kernel_module.config_name(kernel_module._config(128, 64, 8, 3, split_loads=True, flat_keys=True)) \
+        == "128x64 w8 s3 split flat"
+    q, k, v, cos, sin = _inputs(1, 3, 7, 2, 1, 1, 48, torch.float16, seed=8)
+    timings = kernel_module.autotune_timings(lambda: anchor_attention(q, k, v, cos, sin, 2, keys="once"))
+    if INTERPRETED:
+        assert timings == {}  # the interpreter has a single config: nothing to time
+    else:
+        names = {kernel_module.config_name(c) for c in kernel_module.ROTATED_KEYS_HOPPER_CONFIGS} \
+            if torch.cuda.get_device_capability() >= (9, 0) else None
+        if os.environ.get("SAMA_RT_AUTOTUNE") == "0":
+            assert timings == {}
+        elif names is not None:
+            assert set(timings) == names and any(ms for ms in timings.values())
+    assert kernel_module.autotune_timings(lambda: anchor_attention(q, k, v, cos, sin, 2, keys="once")) == {}
 
 
 @pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype", CASES)

@@ -34,7 +34,9 @@ def test_report_from_real_outputs(tmp_path):
         "dtype": "torch.bfloat16", "num_anchor": 65,
         "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3)),
                    asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
-        "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x32 w8 s3 split")),
+        "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x64 w8 s3 split",
+                                            {"128x64 w8 s3 split": 10.0, "128x128 w8 s3 split flat": 12.0,
+                                             "128x64 w8 s2 split": None})),
                     asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
     }))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
@@ -44,7 +46,10 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81," in text
-    assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x32 w8 s3 split |" in text
+    assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
+    # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
+    assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
+    assert "| 49f | triton | 128x64 w8 s2 split | failed | - |" in text
     assert "| 49f | sdpa flash (pre-rotated) | 12.00 | 500.0 | 1.00x | 3.00 |  |" in text
     assert "| 1.00e-03 | 1.50e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
     assert "| - | 2.00e-03 | - | - | True |" in text
@@ -79,7 +84,7 @@ def test_every_timed_method_runs(monkeypatch):
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     q, k, v, cos, sin = attention.make_inputs(1, 3, 5, batch=1, heads=2)
     methods = attention.timed_methods(q, k, v, cos, sin, with_fp8=True)
-    assert list(methods) == ["triton", "triton, keys once", "triton fp8", "sdpa flash (pre-rotated)",
+    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "sdpa flash (pre-rotated)",
                              "rope + sdpa flash", "sdpa default (pre-rotated)"]
     for name, fn in methods.items():
         assert fn().shape == q.shape, name
