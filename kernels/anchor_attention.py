@@ -18,8 +18,10 @@ float32, and q.k is computed as q_even.k_even + q_odd.k_odd (two dots of D/2). B
 no rotated copy of q or k is ever written to memory. The rotation holds registers inside the
 loop, though, and keeps key tiles small on Hopper; `keys="once"` (KeyRotation.ONCE) instead
 rotates the video keys once into a copy that the loop reads straight into the dots (same
-arithmetic, bit-identical in the interpreter), for larger tiles. Which is faster is for a GPU
-to say (docs/BENCHMARKS.md).
+arithmetic, bit-identical in the interpreter with the same tiles), for larger tiles: 1.65x
+faster on an H100 (docs/BENCHMARKS.md), and what the model's `triton` attention runs. Its
+autotune list also holds FLAT_KEYS configs, which walk the copy as one key sequence with one
+full-width dot per tile (q joined into the copy's channel order once).
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
