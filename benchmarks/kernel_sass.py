@@ -7,8 +7,9 @@ for its architecture (sm_90 for the Hopper lists, keys rotated in the loop or on
 for the Ampere/Ada list), and the
 cubin is read with the cuobjdump that ships with Triton: registers per thread, static
 counts of local-memory instructions (register spills), shared memory, synchronous global
-loads (LDG: the loop waits for them) and asynchronous copies (LDGSTS: the software pipeline
-overlaps them with the dots), shared-memory stores (STS: data staged through registers, such
+loads (LDG: the loop waits for them), asynchronous copies (LDGSTS: the software pipeline
+overlaps them with the dots) and tensor-memory-accelerator loads (TMA: UTMALDG),
+shared-memory stores (STS: data staged through registers, such
 as the rotated k tile, on its way to the dots), and which tensor-core instructions the dots
 became. These are the facts the config lists were chosen from; speed
 itself needs a GPU (benchmarks/attention.py).
@@ -53,7 +54,7 @@ def specs(head_dim: int, dtype: str) -> list[KernelSpec]:
     for c in kernel.ROTATED_KEYS_HOPPER_CONFIGS:
         spec = KernelSpec(head_dim, dtype, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages,
                           arch=90, split_loads=c.kwargs["SPLIT_LOADS"], rotated_keys=True,
-                          flat_keys=c.kwargs["FLAT_KEYS"])
+                          flat_keys=c.kwargs["FLAT_KEYS"], tma_keys=c.kwargs["TMA_KEYS"])
         out.setdefault(spec, None)
     return list(out)
 
@@ -64,9 +65,16 @@ def listed(spec: KernelSpec) -> bool:
     else:
         configs = kernel.HOPPER_CONFIGS if spec.arch >= 90 else kernel.AMPERE_CONFIGS
     return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["SPLIT_LOADS"],
-                c.kwargs["FLAT_KEYS"])
-               == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads, spec.flat_keys)
+                c.kwargs["FLAT_KEYS"], c.kwargs["TMA_KEYS"])
+               == (spec.block_m, spec.block_n, spec.num_warps, spec.num_stages, spec.split_loads, spec.flat_keys,
+                   spec.tma_keys)
                for c in configs)
+
+
+def _keys_label(spec: KernelSpec) -> str:
+    if not spec.rotated_keys:
+        return "in-loop"
+    return "once, flat, tma" if spec.tma_keys else "once, flat" if spec.flat_keys else "once"
 
 
 def sass_stats(cubin: bytes) -> dict:
@@ -81,7 +89,10 @@ def sass_stats(cubin: bytes) -> dict:
     # MMAs (bf16-fp16 / fp8), HMMA / QMMA the per-warp ones of Ampere and Ada.
     mma = Counter(".".join(op.split(".")[:2]) for op in names if op.split(".")[0] in ("HGMMA", "QGMMA", "HMMA", "QMMA"))
     return {"registers": int(re.search(r"REG:(\d+)", usage).group(1)), "spill_instructions": ops["STL"] + ops["LDL"],
-            "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "sts": ops["STS"], "instructions": sum(ops.values()),
+            # TMA loads are predicated (one elected thread issues them): counted on their own
+            "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "tma": len(re.findall(r"\bUTMALDG\b", sass)),
+            "sts": ops["STS"],
+            "instructions": sum(ops.values()),
             "tensor_core": ", ".join(f"{name} x{count}" for name, count in sorted(mma.items()))}
 
 
@@ -99,19 +110,19 @@ def main() -> int:
     for spec, compiled in zip(todo, compile_kernel_specs(todo)):
         rows.append({"arch": spec.arch, "tile": f"{spec.block_m}x{spec.block_n}", "warps": spec.num_warps,
                      "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
-                     "keys": ("once, flat" if spec.flat_keys else "once") if spec.rotated_keys else "in-loop", "in_autotune_list": listed(spec),
+                     "keys": _keys_label(spec), "in_autotune_list": listed(spec),
                      "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
     if args.json:
         print(json.dumps(rows))
         return 0
     print(f"triton {triton.__version__}, head_dim {args.head_dim}, {args.dtype}")
     print("| arch | tile | warps | stages | precision | keys | loads | listed | registers | spill instr. | shared KiB | LDG "
-          "| LDGSTS | STS | instr. | tensor core |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| LDGSTS | TMA | STS | instr. | tensor core |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | {r['keys']} | "
               f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
-              f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | "
+              f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | {r['tma']} | "
               f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |")
     return 0
 

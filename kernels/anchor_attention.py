@@ -200,6 +200,14 @@ def _weighted_values(
     stays in those units and the epilogue multiplies them out once.
     """
     v = tl.load(v_ptrs, mask=v_mask, other=0.0)
+    return _accumulate_values(acc, p, v, v_inv, DTYPE, FP8, DOT_PRECISION, ROUND_IN_FP32)
+
+
+@triton.jit
+def _accumulate_values(
+    acc, p, v, v_inv, DTYPE: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """acc + p @ v for a loaded tile of values (see `_weighted_values`)."""
     if FP8:
         v8 = _to_e4m3(v.to(tl.float32) * v_inv[None, :], ROUND_IN_FP32)
         p8 = _to_e4m3(p * FP8_E4M3_MAX, ROUND_IN_FP32)
@@ -277,6 +285,54 @@ def _attend_positions(
 
 
 @triton.jit
+def _softmax_step(qk, acc, l_i, m_i):
+    """The online softmax over one tile of logits (log2 units): its weights p, and the state
+    (acc, l_i, m) rescaled to the new running maximum."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.exp2(qk - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    return p, acc * alpha[:, None], l_i * alpha + tl.sum(p, 1), m_new
+
+
+@triton.jit
+def _attend_described_rows(
+    acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0, v_row0, count, v_inv, DTYPE: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """The flat loop over `count` keys with tensor-memory-accelerator loads (TMA_KEYS): copy
+    rows k_row0.. through k_desc, their values V rows v_row0.. through v_desc. Called once for
+    the source keys and once for the target keys, so that V's rows of a tile are contiguous
+    (the anchors sit between them). Full tiles unmasked, then one masked partial tile."""
+    full = (count // BLOCK_N) * BLOCK_N
+    for start in range(0, full, BLOCK_N):
+        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0 + start, v_row0 + start,
+                                        start, count, v_inv, DTYPE, BLOCK_N, False, DOT_PRECISION, ROUND_IN_FP32)
+    if full < count:
+        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0 + full, v_row0 + full,
+                                        full, count, v_inv, DTYPE, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _described_step(
+    acc, l_i, m_i, q_flat, k_desc, v_desc, k_row, v_row, start, count, v_inv, DTYPE: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """One tile of `_attend_described_rows`. Rows past the end of the tensors load as zeros;
+    rows past `count` (the next segment's, or the anchors') are masked out of the softmax."""
+    k = k_desc.load([k_row, 0])
+    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+        k = k.to(tl.float32)  # exact; see _to_dot_dtype
+    qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
+    if MASK_KEYS:
+        qk = tl.where((start + tl.arange(0, BLOCK_N) < count)[None, :], qk, float("-inf"))
+    p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i)
+    v = v_desc.load([v_row, 0])
+    acc = _accumulate_values(acc, p, v, v_inv, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _attend_copied_rows(
     acc, l_i, m_i, q_flat, KR_ROWS, V_ROWS, stride_vl, start, num_video, num_anchor, v_inv, DTYPE: tl.constexpr,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -307,11 +363,7 @@ def _attend_copied_rows(
     qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
     if MASK_KEYS:
         qk = tl.where(row_ok[None, :], qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    p = tl.exp2(qk - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
+    p, acc, l_i, m_new = _softmax_step(qk, acc, l_i, m_i)
     dim = tl.arange(0, DIM_PAD)
     physical = tl.where(rows < num_video, rows, rows + num_anchor)  # skip the anchor rows of V
     v_ptrs = V_ROWS + physical[:, None] * stride_vl + dim[None, :]
@@ -329,6 +381,7 @@ def _video_queries(
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr, FLAT_KEYS: tl.constexpr,
+    TMA_KEYS: tl.constexpr,
 ):
     """Attention output for BLOCK_M video queries: 2N video keys + the folded anchor key."""
     half_dim: tl.constexpr = HEAD_DIM // 2
@@ -371,9 +424,24 @@ def _video_queries(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, DIM_PAD], tl.float32)
     if ROTATED_KEYS and FLAT_KEYS:
-        # Over the copy's rows as one sequence, BLOCK_N keys a step; q joined into the copy's
-        # channel order once. Full tiles unmasked; only the last, partial one is masked.
+        # The copy's rows as key tiles of BLOCK_N, one full-width dot each: q joined into the
+        # copy's channel order once.
         q_flat = tl.reshape(tl.permute(tl.join(qd_even, qd_odd), (0, 2, 1)), [BLOCK_M, 2 * HALF_PAD])
+    if ROTATED_KEYS and FLAT_KEYS and TMA_KEYS:
+        # Tensor descriptors (head_dim a power of two): the copy as [2N, D] rows of this
+        # (batch, head), V as its [L, D] rows.
+        k_desc = tl.make_tensor_descriptor(KR + kr_base, shape=[2 * num_video, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                           block_shape=[BLOCK_N, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(V + v_base, shape=[2 * num_video + num_anchor, HEAD_DIM],
+                                           strides=[stride_vl, 1], block_shape=[BLOCK_N, HEAD_DIM])
+        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, k_desc, v_desc, 0, 0, num_video, v_inv,
+                                               V.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, k_desc, v_desc, num_video,
+                                               num_video + num_anchor, num_video, v_inv, V.dtype.element_ty,
+                                               BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+    elif ROTATED_KEYS and FLAT_KEYS:
+        # The 2N rows as one sequence (a tile may straddle source and target). Full tiles
+        # unmasked; only the last, partial one is masked.
         full_keys = (2 * num_video // BLOCK_N) * BLOCK_N
         for start in range(0, full_keys, BLOCK_N):
             acc, l_i, m_i = _attend_copied_rows(
@@ -466,7 +534,7 @@ def anchor_attention_fwd(
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr,
     FP8: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOADS: tl.constexpr, ROTATED_KEYS: tl.constexpr,
-    FLAT_KEYS: tl.constexpr,
+    FLAT_KEYS: tl.constexpr, TMA_KEYS: tl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M) + (A > 0), B * heads).
 
@@ -477,6 +545,8 @@ def anchor_attention_fwd(
     of `rotate_keys` when ROTATED_KEYS, else None (compiled out). FLAT_KEYS (with
     ROTATED_KEYS only): the loop takes BLOCK_N rows of the copy a step, one full-width dot
     each, instead of BLOCK_N positions (source and target keys, two half-width dots each).
+    TMA_KEYS (with FLAT_KEYS, head_dim a power of two): the copy's and V's tiles arrive through
+    tensor descriptors (Hopper's TMA; a scratch allocation per launch, so JIT only).
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -493,7 +563,7 @@ def anchor_attention_fwd(
             Q, K, V, COS, SIN, K_SCALE, V_SCALE, KR, OUT, q_base, k_base, v_base, o_base, kr_base, pid_bh,
             stride_ql, stride_kl, stride_vl, stride_ol, num_video, num_anchor, pid_m,
             QK_SCALE, HEAD_DIM, HALF_PAD, DIM_PAD, BLOCK_M, BLOCK_N, FP8, DOT_PRECISION, ROUND_IN_FP32,
-            SPLIT_LOADS, ROTATED_KEYS, FLAT_KEYS,
+            SPLIT_LOADS, ROTATED_KEYS, FLAT_KEYS, TMA_KEYS,
         )
     else:
         _anchor_queries(
@@ -537,8 +607,9 @@ _INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
 
 
 def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False,
-            flat_keys: bool = False) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys},
+            flat_keys: bool = False, tma_keys: bool = False) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys,
+                          "TMA_KEYS": tma_keys},
                          num_warps=num_warps, num_stages=num_stages)
 
 
@@ -560,18 +631,20 @@ HOPPER_CONFIGS = (
 # Keys rotated once (KeyRotation.ONCE): without the in-loop rotation the loop needs far fewer
 # registers (128x32: 169 instead of 255 under triton 3.6), and 64-position key tiles (128
 # keys a step) compile without spills (benchmarks/kernel_sass.py), so Hopper gets larger tiles.
-# The H100 of 2026-11-26 chose 128x64 w8 s3 of the first three (460-471 TFLOP/s). The flat
-# ones (FLAT_KEYS: BLOCK_N counts keys, not positions) run the copy as one key sequence with
-# one full-width dot per tile, the loop of a plain flash-attention kernel: 128x64 needs 241
-# registers and no spills (triton 3.6, sm_90); 128x128 spills 25 instructions at 3 stages
-# (61 at 2: not listed). Not yet timed on a GPU: candidates the autotuner weighs.
+# The H100 of 2026-11-26 chose 128x64 w8 s3 (460-471 TFLOP/s) of the position-loop configs
+# (then also 128x32 s3). The flat ones (FLAT_KEYS: BLOCK_N counts keys, not positions) run
+# the copy as one key sequence with one full-width dot per tile, the loop of a plain
+# flash-attention kernel: 128x64 needs 241 registers and no spills (triton 3.6, sm_90),
+# 128x128 spills 25 instructions at 3 stages. With TMA_KEYS their tiles arrive by TMA: 235
+# registers at 128x64, 10 spill stores at 128x128 (3 stages would exceed shared memory).
+# The flat and TMA ones are not yet timed on a GPU: candidates the autotuner weighs.
 ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
     _config(128, 64, 8, 2, split_loads=True),
-    _config(128, 32, 8, 3, split_loads=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True),
-    _config(128, 64, 8, 4, split_loads=True, flat_keys=True),
     _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
+    _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
+    _config(128, 128, 8, 2, split_loads=True, flat_keys=True, tma_keys=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -599,6 +672,17 @@ _CONFIG_LISTS = {"hopper": HOPPER_CONFIGS, "hopper-rotated-keys": ROTATED_KEYS_H
 _LIST_OF_CONFIG = {id(c): name for name, configs in _CONFIG_LISTS.items() for c in configs}
 
 
+def _tensor_descriptors_fit(named_args, head_dim: int) -> bool:
+    """Whether TMA_KEYS configs can describe this call's tensors: Triton has device-side
+    tensor descriptors, head_dim is a power of two (a descriptor's block shape must be), and
+    V's base address and strides are 16-byte multiples (TMA's alignment rule)."""
+    if not hasattr(tl, "make_tensor_descriptor") or head_dim < 16 or head_dim & (head_dim - 1):
+        return False
+    v = named_args["V"]
+    size = v.element_size()
+    return v.data_ptr() % 16 == 0 and all(named_args[f"stride_v{d}"] * size % 16 == 0 for d in "blh")
+
+
 def _prune_configs(configs, named_args, **kwargs):
     """Keep the configs made for the GPU the tensors live on, the input dtype and where the
     keys are rotated (and legal for fp8 dots)."""
@@ -610,6 +694,8 @@ def _prune_configs(configs, named_args, **kwargs):
     else:
         wanted = "ampere"
     chosen = [c for c in configs if _LIST_OF_CONFIG[id(c)] == wanted]
+    if not _tensor_descriptors_fit(named_args, kwargs.get("HEAD_DIM", 0)):
+        chosen = [c for c in chosen if not c.kwargs.get("TMA_KEYS")]
     if kwargs.get("FP8"):
         # fp8 tensor-core dots need a reduction dimension of at least 32 (p.v reduces BLOCK_N).
         chosen = [c for c in chosen if c.kwargs["BLOCK_N"] >= 32]
@@ -639,7 +725,9 @@ def config_name(config: triton.Config) -> str:
     """A config as "128x32 w8 s3 split" (tile, warps, stages, q/k loads; " flat" for FLAT_KEYS)."""
     loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
     flat = " flat" if config.kwargs.get("FLAT_KEYS") else ""
-    return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} {loads}{flat}"
+    tma = " tma" if config.kwargs.get("TMA_KEYS") else ""
+    return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
+            f"{loads}{flat}{tma}")
 
 
 def tuned_config() -> str | None:
@@ -755,6 +843,21 @@ def rotate_keys(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_ancho
     return rotated
 
 
+def _scratch_from_torch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")  # the current device: see _launch
+
+
+def _ensure_scratch_allocator() -> None:
+    """Kernels with device-side tensor descriptors (TMA_KEYS) ask Triton's allocator for a
+    scratch buffer at every launch; give it torch's caching allocator unless the caller has
+    set one (Triton's default refuses)."""
+    from triton.runtime import _allocation
+
+    current = getattr(getattr(_allocation, "_allocator", None), "get", lambda: None)()
+    if current is None or isinstance(current, getattr(_allocation, "NullAllocator", ())):
+        triton.set_allocator(_scratch_from_torch)
+
+
 def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision,
             keys: KeyRotation = KeyRotation.IN_LOOP, config: triton.Config | None = None) -> torch.Tensor:
     """config: run this one configuration instead of the autotuned choice (tests)."""
@@ -765,6 +868,11 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         raise ValueError("keys rotated once is a native-precision variant; fp8 rotates its keys in the loop")
     if config is not None and config.kwargs.get("FLAT_KEYS") and not rotated_keys:
         raise ValueError("a FLAT_KEYS config reads the rotated key copy: use it with keys='once'")
+    if config is not None and config.kwargs.get("TMA_KEYS"):
+        if not config.kwargs.get("FLAT_KEYS"):
+            raise ValueError("TMA_KEYS is a form of the flat loop: set FLAT_KEYS too")
+        if head_dim & (head_dim - 1):
+            raise ValueError(f"TMA_KEYS needs a power-of-two head_dim (a descriptor's block shape), got {head_dim}")
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
@@ -791,6 +899,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         kernel = anchor_attention_fwd
         meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
+    if rotated_keys and q.device.type == "cuda":
+        _ensure_scratch_allocator()  # TMA_KEYS candidates build their descriptors in scratch
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
         rotated = rotate_keys(k, cos, sin, num_anchor) if rotated_keys else None

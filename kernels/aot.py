@@ -13,7 +13,8 @@ Launch contract of the compiled kernel (`CompiledAnchorAttention.params` lists i
   q, k, v, out for the batch, sequence and head dimensions (12 values); int32 num_heads,
   num_video (N), num_anchor (A); pointer OUT (output); then, on Triton versions that add
   them (3.3+), scratch pointers the kernel never uses: pass null (`compile_anchor_attention`
-  refuses kernels that would need scratch memory).
+  refuses kernels that would need scratch memory; only `KernelSpec.tma_keys` kernels, for
+  inspection, compile with it, marked `needs_scratch`).
   For contiguous [B, L, heads, D] tensors the strides are (L*heads*D, heads*D, D).
 * q, k, v, out: [B, L = 2N + A, heads, D] in `dtype`, last dimension contiguous; cos, sin:
   [N, D/2] float32 contiguous; all pointers 16-byte aligned and all strides multiples of 16
@@ -85,6 +86,9 @@ class CompiledAnchorAttention:
     precision: str
     scale: float
     params: tuple[KernelParam, ...]
+    # The kernel reads a global scratch buffer (tensor descriptors, KernelSpec.tma_keys): its
+    # scratch parameter must point at real memory, unlike the launch contract above says.
+    needs_scratch: bool = False
     grid: str = "(ceil(2 * num_video / block_m) + (1 if num_anchor > 0 else 0), batch * num_heads, 1)"
 
     @property
@@ -161,6 +165,10 @@ class KernelSpec:
     split_loads: bool = True  # q/k rows read whole and split into channel pairs in registers
     rotated_keys: bool = False  # KeyRotation.ONCE: keys read from the KR copy (native precision only)
     flat_keys: bool = False  # with rotated_keys: block_n rows of the copy a step, one full-width dot
+    # with flat_keys: tiles loaded through device-side tensor descriptors (TMA). Such a kernel
+    # needs a global scratch buffer per launch that this launch contract does not provide:
+    # for inspecting the compiled code (benchmarks/kernel_sass.py), not for AOT launchers.
+    tma_keys: bool = False
 
     def __post_init__(self):
         precision = AttentionPrecision.parse(self.precision)
@@ -175,6 +183,8 @@ class KernelSpec:
                 raise ValueError("fp8 dots reduce over block_n, which must be >= 32")
         if self.flat_keys and not self.rotated_keys:
             raise ValueError("flat_keys reads the rotated key copy: set rotated_keys too")
+        if self.tma_keys and not self.flat_keys:
+            raise ValueError("tma_keys is a form of the flat loop: set flat_keys too")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even, got {self.head_dim}")
         for name in ("block_m", "block_n"):
@@ -243,6 +253,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         "SPLIT_LOADS": spec.split_loads,
         "ROTATED_KEYS": spec.rotated_keys,
         "FLAT_KEYS": spec.flat_keys,
+        "TMA_KEYS": spec.tma_keys,
     }
     pointer_types = {"Q": f"*{dtype}", "K": f"*{dtype}", "V": f"*{dtype}", "OUT": f"*{dtype}", "COS": "*fp32", "SIN": "*fp32"}
     if fp8:  # the scales of `fp8_scales`; native precision compiles them out (None)
@@ -272,7 +283,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
 
     metadata = compiled.metadata
     for field in ("global_scratch_size", "profile_scratch_size"):
-        if getattr(metadata, field, 0):
+        if getattr(metadata, field, 0) and not (spec.tma_keys and field == "global_scratch_size"):
             raise RuntimeError(f"compiled kernel needs {field}={getattr(metadata, field)}; an AOT launcher cannot provide it")
     ptx = compiled.asm["ptx"]
     entry_types = _ptx_entry_params(ptx, metadata.name)
@@ -300,6 +311,7 @@ def _compile(spec: KernelSpec) -> CompiledAnchorAttention:
         precision=precision,
         scale=scale,
         params=tuple(params),
+        needs_scratch=bool(getattr(metadata, "global_scratch_size", 0)),
     )
 
 

@@ -62,7 +62,7 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
-TIMEOUT[attention]=200; CMD[attention]="python benchmarks/attention.py --json"
+TIMEOUT[attention]=260; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[step49]=180;  CMD[step49]="$bench14 --frames 49 --attention triton --profile"
 TIMEOUT[reference49]=240; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference --profile"
 TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"

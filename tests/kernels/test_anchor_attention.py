@@ -292,9 +292,11 @@ def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, rota
     SAMA_RT_AUTOTUNE=0. Pure config selection: no kernel runs here."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.delenv("SAMA_RT_AUTOTUNE", raising=False)  # the GPU test runs set it
-    args = {"Q": torch.empty(1, dtype=dtype)}
+    v = torch.empty(2, 7, 3, 128, dtype=dtype)  # TMA-fit: aligned, 16-byte strides
+    args = {"Q": torch.empty(1, dtype=dtype), "V": v, "stride_vb": v.stride(0), "stride_vl": v.stride(1),
+            "stride_vh": v.stride(2)}
     configs = [c for configs in kernel_module._CONFIG_LISTS.values() for c in configs]
-    chosen = kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys)
+    chosen = kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys, HEAD_DIM=128)
     if dtype == torch.float32:
         expected = kernel_module.FLOAT32_CONFIGS
     elif capability >= (9, 0):
@@ -304,7 +306,29 @@ def test_autotune_candidates_per_architecture(monkeypatch, capability, fp8, rota
     assert chosen == [c for c in expected if not fp8 or c.kwargs["BLOCK_N"] >= 32] and chosen
     assert all(c.kwargs["SPLIT_LOADS"] is False for c in chosen) or capability >= (9, 0) or dtype == torch.float32
     monkeypatch.setenv("SAMA_RT_AUTOTUNE", "0")
-    assert kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys) == chosen[:1]
+    assert kernel_module._prune_configs(configs, args, FP8=fp8, ROTATED_KEYS=rotated_keys, HEAD_DIM=128) == chosen[:1]
+
+
+@pytest.mark.parametrize("head_dim,view,fits", [
+    (128, "contiguous", True), (96, "contiguous", False), (48, "contiguous", False),
+    (128, "fused qkv", True), (128, "odd row stride", False)])
+def test_tma_configs_only_where_descriptors_can_describe_v(monkeypatch, head_dim, view, fits):
+    """TMA_KEYS candidates need a power-of-two head_dim and V's base and strides in 16-byte
+    multiples (what a tensor descriptor takes); elsewhere the autotuner never sees them."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.delenv("SAMA_RT_AUTOTUNE", raising=False)
+    if view == "contiguous":
+        v = torch.empty(2, 9, 4, head_dim, dtype=torch.bfloat16)
+    elif view == "fused qkv":  # v as the last third of a [B, L, 3 * heads * D] projection
+        v = torch.empty(2, 9, 3 * 4 * head_dim, dtype=torch.bfloat16)[..., 2 * 4 * head_dim:].unflatten(-1, (4, head_dim))
+    else:  # rows 4 * 128 + 3 elements apart: not a 16-byte multiple
+        v = torch.empty(2, 9, 4 * head_dim + 3, dtype=torch.bfloat16)[..., : 4 * head_dim].unflatten(-1, (4, head_dim))
+    args = {"Q": v, "V": v, "stride_vb": v.stride(0), "stride_vl": v.stride(1), "stride_vh": v.stride(2)}
+    configs = kernel_module.ROTATED_KEYS_HOPPER_CONFIGS
+    chosen = kernel_module._prune_configs(list(configs), args, FP8=False, ROTATED_KEYS=True, HEAD_DIM=head_dim)
+    tma = [c for c in configs if c.kwargs["TMA_KEYS"]]
+    assert tma and all((c in chosen) == fits for c in tma)
+    assert all(c in chosen for c in configs if not c.kwargs["TMA_KEYS"])
 
 
 def test_tuned_config_names_the_configuration_that_ran():
@@ -371,6 +395,34 @@ def test_flat_key_loop_matches_the_reference(frames, height, width, num_anchor, 
     rows = slice(num_video, num_video + num_anchor)
     once = anchor_attention(q, k, v, cos, sin, num_anchor, keys="once")
     torch.testing.assert_close(got[:, rows], once[:, rows], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype",
+                         [c for c in CASES if c.values[6] == 128])
+def test_tma_key_loop_matches_the_reference(frames, height, width, num_anchor, batch, heads, head_dim, dtype):
+    """TMA_KEYS: the flat loop with its tiles loaded through tensor descriptors, source and
+    target keys as two runs (V's rows of a tile must be contiguous): tiles that run past the
+    source rows into the anchors' V rows, and past the end of both tensors, must be masked
+    or zero-filled. 16-key tiles over N = 18 or 70 cross both ends."""
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=9)
+    config = kernel_module._config(16 if INTERPRETED else 64, 16 if INTERPRETED else 64, 4, 2,
+                                   split_loads=True, flat_keys=True, tma_keys=True)
+    got = kernel_module._launch(q, k, v, cos, sin, num_anchor, head_dim**-0.5, AttentionPrecision.NATIVE,
+                                keys=kernel_module.KeyRotation.ONCE, config=config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+def test_tma_configs_need_the_flat_loop_and_a_power_of_two_head_dim():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
+    args = (q, k, v, cos, sin, 1, 48**-0.5, AttentionPrecision.NATIVE)
+    with pytest.raises(ValueError, match="set FLAT_KEYS too"):
+        kernel_module._launch(*args, keys=kernel_module.KeyRotation.ONCE,
+                              config=kernel_module._config(16, 16, 4, 1, tma_keys=True))
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        kernel_module._launch(*args, keys=kernel_module.KeyRotation.ONCE,
+                              config=kernel_module._config(16, 16, 4, 1, flat_keys=True, tma_keys=True))
 
 
 def test_flat_key_configs_need_the_rotated_copy():

@@ -55,6 +55,9 @@ SPECS = {
     # ... and its flat loop (the copy's rows as one key sequence).
     "hopper_flat_keys": KernelSpec(128, "bf16", block_m=128, block_n=64, num_warps=8, num_stages=3, arch=90,
                                    rotated_keys=True, flat_keys=True),
+    # ... with its tiles loaded by TMA (inspection only: it needs a scratch buffer).
+    "hopper_tma_keys": KernelSpec(128, "bf16", block_m=128, block_n=64, num_warps=8, num_stages=3, arch=90,
+                                  rotated_keys=True, flat_keys=True, tma_keys=True),
 }
 
 
@@ -121,6 +124,14 @@ def test_flat_key_loop_keeps_the_launch_contract(compiled):
     assert 0 < flat.shared_mem <= 232448
     with pytest.raises(ValueError, match="set rotated_keys too"):
         KernelSpec(128, "bf16", flat_keys=True)
+
+
+def test_tma_key_loop_loads_by_tensor_descriptor_and_says_it_needs_scratch(compiled):
+    tma, flat = compiled["hopper_tma_keys"], compiled["hopper_flat_keys"]
+    assert "cp.async.bulk.tensor" in tma.ptx and "cp.async.bulk.tensor" not in flat.ptx
+    assert tma.needs_scratch and not flat.needs_scratch
+    with pytest.raises(ValueError, match="set flat_keys too"):
+        KernelSpec(128, "bf16", rotated_keys=True, tma_keys=True)
 
 
 def test_save_and_load_round_trip(compiled, tmp_path):
