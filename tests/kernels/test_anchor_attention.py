@@ -426,6 +426,28 @@ def test_tma_configs_need_the_flat_loop_and_a_power_of_two_head_dim():
                               config=kernel_module._config(16, 16, 4, 1, flat_keys=True, tma_keys=True))
 
 
+def test_scratch_allocator_is_torch_unless_the_caller_set_one():
+    """TMA_KEYS kernels need Triton's allocator at launch: sama-rt supplies torch's where none
+    is set, and leaves a caller's own allocator alone. (Run in fresh contexts: Triton keeps
+    the allocator in a context variable.)"""
+    import contextvars
+
+    from triton.runtime import _allocation
+
+    def after_ensure(preset):
+        if preset is not None:
+            triton.set_allocator(preset)
+        kernel_module._ensure_scratch_allocator()
+        return _allocation._allocator.get()
+
+    assert contextvars.Context().run(after_ensure, None) is kernel_module._scratch_from_torch
+
+    def mine(size, alignment, stream):
+        raise AssertionError("not called here")
+
+    assert contextvars.Context().run(after_ensure, mine) is mine
+
+
 def test_flat_key_configs_need_the_rotated_copy():
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
     with pytest.raises(ValueError, match="keys='once'"):
