@@ -30,6 +30,7 @@ torch op that `anchor_attention` calls so that torch.compile / export see one op
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 
@@ -40,6 +41,8 @@ import triton.language as tl
 
 from ..choices import Choice
 from ..models.rope import apply_rope, sequence_rope_tables
+
+logger = logging.getLogger(__name__)
 
 
 _LOG2E = 1.4426950408889634
@@ -672,11 +675,16 @@ _CONFIG_LISTS = {"hopper": HOPPER_CONFIGS, "hopper-rotated-keys": ROTATED_KEYS_H
 _LIST_OF_CONFIG = {id(c): name for name, configs in _CONFIG_LISTS.items() for c in configs}
 
 
+# Set when an autotuning run with TMA_KEYS candidates failed in this process (see _launch).
+_TMA_DISABLED = False
+
+
 def _tensor_descriptors_fit(named_args, head_dim: int) -> bool:
     """Whether TMA_KEYS configs can describe this call's tensors: Triton has device-side
-    tensor descriptors, head_dim is a power of two (a descriptor's block shape must be), and
-    V's base address and strides are 16-byte multiples (TMA's alignment rule)."""
-    if not hasattr(tl, "make_tensor_descriptor") or head_dim < 16 or head_dim & (head_dim - 1):
+    tensor descriptors (and they have not failed here), head_dim is a power of two (a
+    descriptor's block shape must be), and V's base address and strides are 16-byte
+    multiples (TMA's alignment rule)."""
+    if _TMA_DISABLED or not hasattr(tl, "make_tensor_descriptor") or head_dim < 16 or head_dim & (head_dim - 1):
         return False
     v = named_args["V"]
     size = v.element_size()
@@ -904,18 +912,34 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     # Triton launches on the current CUDA device, which need not be the tensors' device.
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
         rotated = rotate_keys(k, cos, sin, num_anchor) if rotated_keys else None
-        kernel[grid](
-            q, k, v, cos, sin, k_scale, v_scale, rotated,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            out.stride(0), out.stride(1), out.stride(2),
-            num_heads, num_video, num_anchor,
-            out,
-            QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
-            FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), ROUND_IN_FP32=_INTERPRETED, ROTATED_KEYS=rotated_keys,
-            **meta,
-        )
+
+        def run():
+            kernel[grid](
+                q, k, v, cos, sin, k_scale, v_scale, rotated,
+                q.stride(0), q.stride(1), q.stride(2),
+                k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2),
+                out.stride(0), out.stride(1), out.stride(2),
+                num_heads, num_video, num_anchor,
+                out,
+                QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, HALF_PAD=half_pad, DIM_PAD=dim_pad,
+                FP8=fp8, DOT_PRECISION=dot_precision(q.dtype), ROUND_IN_FP32=_INTERPRETED, ROTATED_KEYS=rotated_keys,
+                **meta,
+            )
+
+        global _TMA_DISABLED
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 - re-raised unless a TMA candidate may be the cause
+            if config is not None or not rotated_keys or _TMA_DISABLED:
+                raise
+            # Device-side tensor descriptors are the newest feature the candidates use; the
+            # autotuner skips candidates that fail to compile, not ones that fail to launch.
+            # Tune again without them (a second failure is raised).
+            logger.warning("anchor attention: autotuning failed with the TMA candidates (%s: %s); "
+                           "retrying without them", type(error).__name__, error)
+            _TMA_DISABLED = True
+            run()
     return out
 
 

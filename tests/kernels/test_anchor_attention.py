@@ -448,6 +448,32 @@ def test_scratch_allocator_is_torch_unless_the_caller_set_one():
     assert contextvars.Context().run(after_ensure, mine) is mine
 
 
+def test_a_failing_tma_candidate_is_dropped_and_tuning_retried(monkeypatch, caplog):
+    """If autotuning with the TMA candidates fails at launch (a driver or Triton without
+    working device-side descriptors), the keys-once kernel tunes again without them; a
+    failure without them, or of an explicit config, is raised."""
+    calls = []
+
+    class Tuned:  # stands in for the autotuned kernel: fails while TMA candidates are allowed
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                calls.append(kernel_module._TMA_DISABLED)
+                if not kernel_module._TMA_DISABLED:
+                    raise RuntimeError("descriptor creation failed")
+            return launch
+
+    monkeypatch.setattr(kernel_module, "_tuned_kernel", Tuned())
+    monkeypatch.setattr(kernel_module, "_TMA_DISABLED", False)
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float32)
+    with caplog.at_level("WARNING"):
+        anchor_attention(q, k, v, cos, sin, 1, keys="once")
+    assert calls == [False, True] and "retrying without them" in caplog.text
+    assert not kernel_module._tensor_descriptors_fit({}, 128)  # pruned from now on
+    with pytest.raises(RuntimeError, match="descriptor creation failed"):  # in-loop: not TMA's doing
+        monkeypatch.setattr(kernel_module, "_TMA_DISABLED", False)
+        anchor_attention(q, k, v, cos, sin, 1, keys="in-loop")
+
+
 def test_flat_key_configs_need_the_rotated_copy():
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
     with pytest.raises(ValueError, match="keys='once'"):
