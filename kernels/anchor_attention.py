@@ -632,14 +632,14 @@ HOPPER_CONFIGS = (
     _config(64, 32, 4, 3, split_loads=True),
 )
 # Keys rotated once (KeyRotation.ONCE): without the in-loop rotation the loop needs far fewer
-# registers (128x32: 169 instead of 255 under triton 3.6), and 64-position key tiles (128
+# registers (128x32: 219 instead of 255 under triton 3.6), and 64-position key tiles (128
 # keys a step) compile without spills (benchmarks/kernel_sass.py), so Hopper gets larger tiles.
 # The H100 of 2026-11-26 chose 128x64 w8 s3 (460-471 TFLOP/s) of the position-loop configs
 # (then also 128x32 s3). The flat ones (FLAT_KEYS: BLOCK_N counts keys, not positions) run
 # the copy as one key sequence with one full-width dot per tile, the loop of a plain
 # flash-attention kernel: 128x64 needs 241 registers and no spills (triton 3.6, sm_90),
 # 128x128 spills 25 instructions at 3 stages. With TMA_KEYS their tiles arrive by TMA: 235
-# registers at 128x64, 10 spill stores at 128x128 (3 stages would exceed shared memory).
+# registers at 128x64, 19 spill instructions at 128x128 (3 stages would exceed shared memory).
 # The flat and TMA ones are not yet timed on a GPU: candidates the autotuner weighs.
 ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
