@@ -639,7 +639,7 @@ HOPPER_CONFIGS = (
 # the copy as one key sequence with one full-width dot per tile, the loop of a plain
 # flash-attention kernel: 128x64 needs 241 registers and no spills (triton 3.6, sm_90),
 # 128x128 spills 25 instructions at 3 stages. With TMA_KEYS their tiles arrive by TMA: 235
-# registers at 128x64, 19 spill instructions at 128x128 (3 stages would exceed shared memory).
+# registers at 128x64, 19 spill instructions at 128x128 with 2 stages (160 KiB shared).
 # The flat and TMA ones are not yet timed on a GPU: candidates the autotuner weighs.
 ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
