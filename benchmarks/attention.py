@@ -13,8 +13,8 @@ whichever call comes first at a shape tunes it, and that must be the full-size o
    reported (and held to the e4m3 bound 2**-4 * max|v|), with its rms difference and cosine
    against the native bf16 kernel. A failed check is reported and sets the exit code 1.
 2. Timing with triton.testing.do_bench (warm-up, median over repetitions, autotuning done
-   before timing) of: triton (native; and with its keys rotated once into a copy), triton
-   fp8 (sm_89+), SDPA flash on pre-rotated q/k,
+   before timing) of the kernel as the model's --attention backends run it: triton (keys
+   rotated once into a copy), triton-in-loop, triton-fp8 (sm_89+); SDPA flash on pre-rotated q/k,
    RoPE + SDPA flash, and SDPA with torch's own backend choice on pre-rotated q/k (what the
    model's `sdpa` attention runs: cuDNN's where torch prefers it). For the Triton methods
    also every autotune candidate's time as the autotuner measured it (`candidates`).
@@ -188,16 +188,18 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
     flops = attention_flops(q.shape[1])
     timings = []
     for method, fn in timed_methods(q, k, v, cos, sin, with_fp8).items():
-        triton_method = method.startswith("triton")
         # compile + autotune outside the timed region
-        candidates = autotune_timings(fn) if triton_method else fn()
-        config = tuned_config() if triton_method else None
+        candidates = config = None
+        if method.startswith("triton"):
+            candidates = autotune_timings(fn)
+            config = tuned_config()
+        else:
+            fn()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
         peak = torch.cuda.max_memory_allocated() / 2**30
-        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config,
-                              candidates if triton_method else None))
+        timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config, candidates))
     return timings
 
 
