@@ -22,8 +22,15 @@ whichever call comes first at a shape tunes it, and that must be the full-size o
 TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole L x L
 attention, although the kernel folds the anchors and skips their rows).
 
+One configuration at a time (`--candidate "once: 128x64 w8 s3 split flat"`, keys mode then
+config name, listed or not; `--list-candidates` prints the Hopper lists' candidates, one a line):
+that config alone, timed and checked as above at each shape, one JSON line per shape as soon
+as it is measured. scripts/gpu_checks.sh runs every candidate in its own process with a time
+limit, so that one which fails to compile, or hangs the GPU, costs only its own entry.
+
 CUDA only:
     python benchmarks/attention.py [--shapes 49f,81f] [--check-heads 2] [--no-fp8] [--json]
+    python benchmarks/attention.py --candidate "KEYS: CONFIG" [--shapes 49f,81f]
 """
 from __future__ import annotations
 
@@ -179,9 +186,17 @@ def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
     return methods
 
 
-def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[Timing]:
+def cuda_measure(fn, warmup_ms: int, rep_ms: int) -> tuple[float, float]:
+    """(median ms, peak GiB allocated) of fn() after it has run once (compile, autotune)."""
     from triton.testing import do_bench
 
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+    return ms, torch.cuda.max_memory_allocated() / 2**30
+
+
+def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[Timing]:
     from sama_rt.kernels.anchor_attention import autotune_timings, tuned_config
 
     q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS)
@@ -195,12 +210,44 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
             config = tuned_config()
         else:
             fn()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
-        peak = torch.cuda.max_memory_allocated() / 2**30
+        ms, peak = cuda_measure(fn, warmup_ms, rep_ms)
         timings.append(Timing(name, method, ms, flops / (ms * 1e-3) / 1e12, peak, config, candidates))
+        # Also on stderr at once: what a run cut short by its time limit has measured.
+        print(json.dumps(asdict(timings[-1])), file=sys.stderr, flush=True)
     return timings
+
+
+def hopper_candidates() -> list[str]:
+    """The Hopper autotune candidates as "keys: config" entries for `--candidate`."""
+    from sama_rt.kernels.anchor_attention import HOPPER_CONFIGS, ROTATED_KEYS_HOPPER_CONFIGS, config_name
+
+    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
+            + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS])
+
+
+def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
+    """One configuration (`--candidate`), without the autotuner: its time at the real shape
+    (measure(fn) -> (ms, peak GiB), `cuda_measure` on a GPU) and its error on `check_heads`
+    heads under the tolerance rule of `check_shape`."""
+    from sama_rt.kernels.anchor_attention import AttentionPrecision, KeyRotation, _launch, parse_config_name
+
+    keys_name, _, config_text = entry.partition(":")
+    keys, config = KeyRotation.parse(keys_name.strip()), parse_config_name(config_text)
+
+    def run(q, k, v, cos, sin):
+        return _launch(q, k, v, cos, sin, NUM_ANCHOR, HEAD_DIM**-0.5, AttentionPrecision.NATIVE, keys, config)
+
+    q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS)
+    run(q, k, v, cos, sin)  # compile outside the timed region
+    ms, peak = measure(lambda: run(q, k, v, cos, sin))
+    del q, k, v
+    q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=1, heads=check_heads, seed=1)
+    ref = reference_fp32(*rotate(q.float(), k.float(), cos, sin), v)
+    err = (run(q, k, v, cos, sin).float() - ref).abs().max().item()
+    flash_err = (flash(*rotate(q, k, cos, sin), v).float() - ref).abs().max().item()
+    return {"shape": name, "candidate": entry, "ms": ms, "tflops": attention_flops(2 * cos.shape[0] + NUM_ANCHOR)
+            / (ms * 1e-3) / 1e12, "peak_mem_gib": peak, "err": err, "flash_err": flash_err,
+            "passed": err <= 2 * flash_err + ATOL}
 
 
 def print_table(checks: list[Check], timings: list[Timing]) -> None:
@@ -229,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-ms", type=int, default=100)
     parser.add_argument("--rep-ms", type=int, default=500)
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    parser.add_argument("--candidate", help='time and check one config alone, "KEYS: CONFIG" (see the docstring)')
+    parser.add_argument("--list-candidates", action="store_true", help="print the Hopper candidates, one a line")
     args = parser.parse_args(argv)
+    if args.list_candidates:
+        print("\n".join(hopper_candidates()))
+        return 0
 
     if not torch.cuda.is_available():
         print("benchmarks/attention.py needs a CUDA GPU (the Triton kernel and flash SDPA are GPU-only).", file=sys.stderr)
@@ -239,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown shapes {unknown}; valid: {sorted(SHAPES)}")
     with_fp8 = not args.no_fp8 and torch.cuda.get_device_capability() >= (8, 9)
+    if args.candidate:
+        results = []
+        for name in shapes:  # printed one by one: a later shape may not finish in time
+            results.append(time_candidate(args.candidate, name, args.check_heads,
+                                          lambda fn: cuda_measure(fn, args.warmup_ms, args.rep_ms)))
+            print(json.dumps(results[-1]), flush=True)
+        return 0 if all(r["passed"] for r in results) else 1
 
     # Timed first (see the module docstring), and reported even when a check then fails (the
     # tables say which; the exit code is 1): GPU time is scarce.

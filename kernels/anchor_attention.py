@@ -33,6 +33,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -736,6 +737,17 @@ def config_name(config: triton.Config) -> str:
     tma = " tma" if config.kwargs.get("TMA_KEYS") else ""
     return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
             f"{loads}{flat}{tma}")
+
+
+def parse_config_name(name: str) -> triton.Config:
+    """The config a `config_name` names ("128x64 w8 s3 split flat"), for benchmarks that time
+    one configuration, listed or not."""
+    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+) (split|strided)( flat)?( tma)?", name.strip())
+    if match is None:
+        raise ValueError(f"not a config name: {name!r} (expected e.g. '128x64 w8 s3 split flat')")
+    block_m, block_n, warps, stages = (int(g) for g in match.groups()[:4])
+    return _config(block_m, block_n, warps, stages, split_loads=match[5] == "split", flat_keys=bool(match[6]),
+                   tma_keys=bool(match[7]))
 
 
 def tuned_config() -> str | None:

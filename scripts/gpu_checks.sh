@@ -55,14 +55,28 @@ fi
 # The image has pytest-xdist: tests in 8 processes, so kernel compiles run side by side.
 xdist=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
 
+# Every Hopper candidate of the anchor-attention kernel alone, each in its own process with a
+# time limit (one that fails or hangs costs only its entry; an autotuning run would lose them
+# all), then any "KEYS: CONFIG" entries in $SWEEP_EXTRA (one a line). JSON lines on stdout.
+sweep_candidates() {
+  { python benchmarks/attention.py --list-candidates; printf '%s\n' "${SWEEP_EXTRA:-}"; } | while IFS= read -r c; do
+    [[ -z "$c" ]] && continue
+    timeout "${SWEEP_LIMIT_S:-60}" python benchmarks/attention.py --candidate "$c" --shapes "${SWEEP_SHAPES:-49f,81f}"
+    rc=$?
+    (( rc == 0 )) || printf '{"candidate": "%s", "rc": %d}\n' "$c" "$rc"
+  done
+}
+export -f sweep_candidates
+
 # name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
 bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
 declare -A TIMEOUT CMD
 TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING av/ftfy: run scripts/gpu_wheels.sh and carry .whl'; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
-TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=260; CMD[attention]="python benchmarks/attention.py --json"
+TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 TIMEOUT[step49]=180;  CMD[step49]="$bench14 --frames 49 --attention triton --profile"
 TIMEOUT[reference49]=240; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference --profile"
 TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"

@@ -67,6 +67,25 @@ def attention_table(result: dict) -> list[str]:
     return lines
 
 
+def sweep_table(folder: Path) -> list[str]:
+    """The `sweep` section's JSON lines: each anchor-attention candidate alone, or its exit code
+    where it failed or ran out of time (124)."""
+    path = folder / "sweep.out"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
+    if not rows:
+        return []
+    lines = ["Each candidate alone (`benchmarks/attention.py --candidate`, its own process, no autotuner):", "",
+             "| shape | candidate | ms | TFLOP/s | peak GiB | err (flash err) | passed |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "ms" in r:
+            lines.append(f"| {r['shape']} | {r['candidate']} | {r['ms']:.2f} | {r['tflops']:.1f} | "
+                         f"{r['peak_mem_gib']:.2f} | {r['err']:.2e} ({r['flash_err']:.2e}) | {r['passed']} |")
+        elif not any(m.get("candidate") == r["candidate"] and "ms" in m for m in rows):  # (else: a failed check)
+            lines.append(f"| - | {r['candidate']} | exit {r['rc']}{' (time limit)' if r['rc'] == 124 else ''} "
+                         "| - | - | - | - |")
+    return lines + [""]
+
+
 def _runtime(bench: dict) -> str:
     on = [k for k in ("fp8_linear", "compile_blocks", "cuda_graphs") if bench["runtime"].get(k)]
     if bench["runtime"].get("offload", "none") != "none":
@@ -136,6 +155,7 @@ def report(folder: Path, date: str) -> str:
              + ("; ".join(outcomes(folder)) or "no summary.txt"), ""]
     if attention is not None:
         lines += attention_table(attention) + [""]
+    lines += sweep_table(folder)
     if steps:
         lines += ["DiT step, random weights, CFG batch 2 (`sama-rt bench`):", ""]
         lines += step_table(steps) + [""] + profile_table(steps) + stage_table(steps)

@@ -7,6 +7,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from sama_rt.bench import BenchConfig, run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,14 @@ def test_report_from_real_outputs(tmp_path):
                                              "128x64 w8 s2 split": None})),
                     asdict(attention.Timing("49f", "sdpa flash (pre-rotated)", 12.0, 500.0, 3.0))],
     }))
+    (tmp_path / "sweep.out").write_text("\n".join([
+        json.dumps({"shape": "49f", "candidate": "once: 128x64 w8 s3 split flat", "ms": 140.0, "tflops": 482.3,
+                    "peak_mem_gib": 4.5, "err": 2e-4, "flash_err": 2e-4, "passed": True}),
+        '{"candidate": "once: 128x128 w8 s2 split flat tma", "rc": 124}',
+        json.dumps({"shape": "49f", "candidate": "once: 128x64 w8 s3 split", "ms": 150.0, "tflops": 451.0,
+                    "peak_mem_gib": 4.5, "err": 9e-4, "flash_err": 2e-4, "passed": False}),
+        '{"candidate": "once: 128x64 w8 s3 split", "rc": 1}',
+        '{"candidate": "in-loop: 64x32 w4 s3 split", "rc": 1}']))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
     (tmp_path / "step81.out").write_text("Traceback: CUDA out of memory")  # a failed section
     (tmp_path / "summary.txt").write_text("== step49: rc=0 in 40s (limit 150s)\n== step81: rc=1 in 9s (limit 200s)\n")
@@ -51,6 +61,10 @@ def test_report_from_real_outputs(tmp_path):
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
     assert "| 49f | triton | 128x64 w8 s2 split | failed | - |" in text
     assert "| 49f | sdpa flash (pre-rotated) | 12.00 | 500.0 | 1.00x | 3.00 |  |" in text
+    assert "| 49f | once: 128x64 w8 s3 split flat | 140.00 | 482.3 | 4.50 | 2.00e-04 (2.00e-04) | True |" in text
+    assert "| - | once: 128x128 w8 s2 split flat tma | exit 124 (time limit) |" in text
+    assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
+    assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
     assert "| 1.00e-03 | 1.50e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
     assert "| - | 2.00e-03 | - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
@@ -89,3 +103,23 @@ def test_every_timed_method_runs(monkeypatch):
     for name, fn in methods.items():
         assert fn().shape == q.shape, name
     assert tuned_config() is not None
+
+
+def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
+    """`--candidate`: one config without the autotuner, its error held to the usual rule (CPU:
+    interpreted, a tiny shape, a stand-in timer). The Hopper lists' entries parse back."""
+    attention = _module("benchmarks/attention.py")
+    from sama_rt.kernels.anchor_attention import config_name, parse_config_name
+
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    monkeypatch.setitem(attention.SHAPES, "tiny", (1, 3, 6))
+    for entry in ("once: 16x16 w4 s1 split flat", "in-loop: 16x16 w4 s1 split"):
+        result = attention.time_candidate(entry, "tiny", 2, lambda fn: (fn() is not None) * (2.0, 0.5))
+        assert result["candidate"] == entry and result["ms"] == 2.0 and result["peak_mem_gib"] == 0.5
+        assert result["passed"] and 0 < result["err"] <= 2 * result["flash_err"] + attention.ATOL, result
+    for entry in attention.hopper_candidates():
+        keys, _, name = entry.partition(": ")
+        assert keys in ("once", "in-loop")
+        assert config_name(parse_config_name(name)) == name
+    with pytest.raises(ValueError, match="not a config name"):
+        parse_config_name("128x64 s3")
