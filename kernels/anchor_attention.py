@@ -641,14 +641,21 @@ HOPPER_CONFIGS = (
 # flash-attention kernel: 128x64 needs 241 registers and no spills (triton 3.6, sm_90),
 # 128x128 spills 25 instructions at 3 stages. With TMA_KEYS their tiles arrive by TMA: 235
 # registers at 128x64, 19 spill instructions at 128x128 with 2 stages (160 KiB shared).
+# The 64-row ones are one warpgroup (4 warps, 229-253 registers, 80-112 KiB shared) so that
+# two programs share an SM: each program's wgmma waits for its own dots before its softmax,
+# and the 8-warp tiles' two warpgroups meet at a barrier every step, so only a second
+# program can keep the tensor cores busy through a softmax.
 # The flat and TMA ones are not yet timed on a GPU: candidates the autotuner weighs.
 ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
     _config(128, 64, 8, 2, split_loads=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True),
     _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
+    _config(64, 64, 4, 2, split_loads=True, flat_keys=True),
+    _config(64, 64, 4, 3, split_loads=True, flat_keys=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
     _config(128, 128, 8, 2, split_loads=True, flat_keys=True, tma_keys=True),
+    _config(64, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -682,10 +689,12 @@ _TMA_DISABLED = False
 
 def _tensor_descriptors_fit(named_args, head_dim: int) -> bool:
     """Whether TMA_KEYS configs can describe this call's tensors: Triton has device-side
-    tensor descriptors (and they have not failed here), head_dim is a power of two (a
-    descriptor's block shape must be), and V's base address and strides are 16-byte
-    multiples (TMA's alignment rule)."""
-    if _TMA_DISABLED or not hasattr(tl, "make_tensor_descriptor") or head_dim < 16 or head_dim & (head_dim - 1):
+    tensor descriptors (and they have not failed here, nor were they switched off with
+    SAMA_RT_ATTENTION_TMA=0), head_dim is a power of two (a descriptor's block shape must
+    be), and V's base address and strides are 16-byte multiples (TMA's alignment rule)."""
+    if _TMA_DISABLED or os.environ.get("SAMA_RT_ATTENTION_TMA") == "0" or not hasattr(tl, "make_tensor_descriptor"):
+        return False
+    if head_dim < 16 or head_dim & (head_dim - 1):
         return False
     v = named_args["V"]
     size = v.element_size()

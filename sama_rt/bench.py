@@ -312,6 +312,10 @@ def run_bench(bc: BenchConfig) -> dict:
     else:
         times, ours = _time_solver(predictor, noise, semantic, sigmas, bc.solver, clock)
     result.update(_approximation_counts(predictor, bc, cfg.num_layers))
+    if attention_used.startswith("triton"):
+        from .kernels.anchor_attention import tuned_config
+
+        result["attention_kernel_config"] = tuned_config()  # the autotuner's choice at this shape
     result["per_step_s"] = sum(times) / len(times)
     result["step_times_s"] = times
     result["tflops"] = flops / result["per_step_s"] / 1e12

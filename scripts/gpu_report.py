@@ -105,6 +105,8 @@ def step_table(results: dict[str, dict]) -> list[str]:
             ref = (f"{r['reference_per_step_s']:.3f}", f"{r['speedup']:.2f}x",
                    f"{r['max_abs_diff']:.2e} (of {r['reference_max_abs']:.2g})")
         attention = r.get("attention_backend", b["attention"])
+        if r.get("attention_kernel_config"):
+            attention += f" ({r['attention_kernel_config']})"
         lines.append(f"| {name} | {b['config']} | {b['frames']} | {b['height']}x{b['width']} | {r['sequence_length']} | "
                      f"{attention} | {_runtime(b)} | "
                      f"{r['per_step_s']:.3f} | {r['tflops']:.1f} | {mfu} | {r['peak_memory_bytes'] / 2**30:.1f} | "

@@ -115,3 +115,12 @@ def test_profile_categories_of_typical_kernel_names(name, category):
 def test_bench_refuses_what_it_cannot_time(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(config="tiny", **kwargs)
+
+
+def test_bench_names_the_attention_kernel_config_it_ran():
+    """With a Triton attention backend the result says which kernel config the autotuner ran
+    (here the interpreter's single one); with SDPA there is no kernel config to name."""
+    r = run_bench(BenchConfig(config="tiny", frames=5, height=48, width=64, steps=1, warmup=0, attention="triton"))
+    assert r["attention_backend"] == "triton" and r["attention_kernel_config"] == "16x16 w4 s1 split"
+    r = run_bench(BenchConfig(config="tiny", frames=5, height=48, width=64, steps=1, warmup=0, attention="sdpa"))
+    assert "attention_kernel_config" not in r

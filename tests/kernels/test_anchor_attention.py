@@ -329,6 +329,9 @@ def test_tma_configs_only_where_descriptors_can_describe_v(monkeypatch, head_dim
     tma = [c for c in configs if c.kwargs["TMA_KEYS"]]
     assert tma and all((c in chosen) == fits for c in tma)
     assert all(c in chosen for c in configs if not c.kwargs["TMA_KEYS"])
+    monkeypatch.setenv("SAMA_RT_ATTENTION_TMA", "0")  # the switch that keeps them out everywhere
+    chosen = kernel_module._prune_configs(list(configs), args, FP8=False, ROTATED_KEYS=True, HEAD_DIM=head_dim)
+    assert chosen == [c for c in configs if not c.kwargs["TMA_KEYS"]]
 
 
 def test_tuned_config_names_the_configuration_that_ran():
