@@ -635,27 +635,22 @@ HOPPER_CONFIGS = (
 # Keys rotated once (KeyRotation.ONCE): without the in-loop rotation the loop needs far fewer
 # registers (128x32: 219 instead of 255 under triton 3.6), and 64-position key tiles (128
 # keys a step) compile without spills (benchmarks/kernel_sass.py), so Hopper gets larger tiles.
-# The H100 of 2026-11-26 chose 128x64 w8 s3 (460-471 TFLOP/s) of the position-loop configs
-# (then also 128x32 s3). The flat ones (FLAT_KEYS: BLOCK_N counts keys, not positions) run
-# the copy as one key sequence with one full-width dot per tile, the loop of a plain
-# flash-attention kernel: 128x64 needs 241 registers and no spills (triton 3.6, sm_90),
-# 128x128 spills 25 instructions at 3 stages. With TMA_KEYS their tiles arrive by TMA: 235
-# registers at 128x64, 19 spill instructions at 128x128 with 2 stages (160 KiB shared).
-# The 64-row ones are one warpgroup (4 warps, 229-253 registers, 80-112 KiB shared) so that
-# two programs share an SM: each program's wgmma waits for its own dots before its softmax,
-# and the 8-warp tiles' two warpgroups meet at a barrier every step, so only a second
-# program can keep the tensor cores busy through a softmax.
-# The flat and TMA ones are not yet timed on a GPU: candidates the autotuner weighs.
+# Three loops are candidates: positions (as in-loop), FLAT_KEYS (BLOCK_N counts keys, not
+# positions: the copy as one key sequence, one full-width dot per tile, the loop of a plain
+# flash-attention kernel) and its TMA_KEYS form (tiles loaded by the tensor memory
+# accelerator). Each alone on the H100 of 2026-11-26 (benchmarks/attention.py --candidate,
+# B=2, 40 heads, bf16; ms at 49 / 81 frames): 128x64 s3 positions 142.0 / 379.5 (476 / 464
+# TFLOP/s), 128x128 s3 flat 143.5 / 379.3, 128x64 s3 flat TMA 148.7 / 394.7. Slower, so not
+# listed: 128x64 s3 flat 148.3 / 404.3, 64x64 w4 s3 flat 149.5 / 403.4 (one warpgroup, two
+# programs an SM), 64x64 w4 s2 flat TMA 157.1, 128x128 s2 flat TMA 159.2, 128x64 s2
+# positions 166.4, 64x64 w4 s2 flat 184.8, 128x64 s2 flat 207.6. None reaches torch's cuDNN
+# attention (117 ms at 49 frames): compiled for sm_90, each step waits for all its wgmma
+# dots (WARPGROUP.DEPBAR 0) before its softmax, so the tensor cores idle while it runs
+# (docs/BENCHMARKS.md).
 ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
-    _config(128, 64, 8, 2, split_loads=True),
-    _config(128, 64, 8, 3, split_loads=True, flat_keys=True),
     _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
-    _config(64, 64, 4, 2, split_loads=True, flat_keys=True),
-    _config(64, 64, 4, 3, split_loads=True, flat_keys=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
-    _config(128, 128, 8, 2, split_loads=True, flat_keys=True, tma_keys=True),
-    _config(64, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -769,7 +764,8 @@ def tuned_config() -> str | None:
 def autotune_timings(run) -> dict[str, float | None]:
     """Call `run()` and return what the autotuner measured during it: the median milliseconds
     of each candidate config by `config_name` (None: it failed to compile or run), or {} when
-    it measured nothing (a shape already tuned, or a single candidate)."""
+    it measured nothing (a shape already tuned, or the interpreter's single config; a lone
+    candidate left by pruning, as with SAMA_RT_AUTOTUNE=0, is still timed)."""
     _tuned_kernel.configs_timings = {}
     run()
     measured = getattr(_tuned_kernel, "configs_timings", None) or {}

@@ -17,7 +17,10 @@
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
-# the attention benchmark, 45-200 s per 14B bench section (the low-memory one the longest), each loading the model anew):
+# the attention benchmark with 3 candidates a kernel variant and over 260 s with 6 (every
+# autotuning run compiles and times each candidate at each shape), 165 s to sweep 12
+# candidates alone, 45-200 s per 14B bench section (the low-memory one the longest), each
+# loading the model anew):
 #   RESULTS_DIR=/tmp/r OUT_ARCHIVE=$OUT/gpu-results.tgz DEADLINE_S=540 bash scripts/gpu_checks.sh core
 # Each section has its own timeout; DEADLINE_S (default 570) stops starting new sections
 # once that many seconds have passed, so one call fits a 600 s command limit. With 15
@@ -77,7 +80,7 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
-TIMEOUT[attention]=260; CMD[attention]="python benchmarks/attention.py --json"
+TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 # With the tensor-memory-accelerator candidates left out of autotuning if the sweep saw one fail.
 TIMEOUT[step49]=180;  CMD[step49]="grep -qE ' tma\", \"rc\"' $out/sweep.out 2>/dev/null && export SAMA_RT_ATTENTION_TMA=0; $bench14 --frames 49 --attention triton --profile"

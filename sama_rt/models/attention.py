@@ -72,10 +72,12 @@ def select_attention_backend(
     """Pick the attention backend for `device`. `requested` is a backend name or "auto".
 
     auto: SDPA on every device. On an H100 (docs/BENCHMARKS.md, 2026-11-26) the fused Triton
-    kernel (keys rotated once) ran at 1.29x flash SDPA but 0.80x torch's default SDPA choice
-    there (cuDNN attention: 117 vs 147 ms per call at 49 frames), and the 14B step took 9.55 s
-    with it against 9.0 s with SDPA, so the kernel is opt-in until it is measured faster. An explicit Triton backend on CUDA first passes a one-off self-check at
-    (head_dim, dtype) on this GPU, so a miscompiled kernel fails loudly instead of editing badly.
+    kernel (keys rotated once) ran at 1.29-1.33x flash SDPA but 0.8x torch's default SDPA
+    choice there (cuDNN attention: 117 vs 142 ms per call at 49 frames, the best of twelve
+    configs), and the 14B step took 9.55-9.63 s with it against 9.0 s with SDPA, so the
+    kernel is opt-in until it is measured faster. An explicit Triton backend on CUDA first
+    passes a one-off self-check at (head_dim, dtype) on this GPU, so a miscompiled kernel
+    fails loudly instead of editing badly.
     """
     device = torch.device(device)
     if requested == "auto":
