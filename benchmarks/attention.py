@@ -218,10 +218,16 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
 
 
 def hopper_candidates() -> list[str]:
-    """The Hopper autotune candidates as "keys: config" entries for `--candidate`."""
-    from sama_rt.kernels.anchor_attention import HOPPER_CONFIGS, ROTATED_KEYS_HOPPER_CONFIGS, config_name
+    """The Hopper autotune candidates, then the warp-specialised kernel's configs (not autotuned
+    yet), as "keys: config" entries for `--candidate`."""
+    from sama_rt.kernels.anchor_attention import (
+        HOPPER_CONFIGS,
+        ROTATED_KEYS_HOPPER_CONFIGS,
+        WARP_SPECIALIZED_CONFIGS,
+        config_name,
+    )
 
-    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
+    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS + WARP_SPECIALIZED_CONFIGS]
             + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS])
 
 

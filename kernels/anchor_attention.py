@@ -21,7 +21,8 @@ rotates the video keys once into a copy that the loop reads straight into the do
 arithmetic, bit-identical in the interpreter with the same tiles), for larger tiles: 1.65x
 faster on an H100 (docs/BENCHMARKS.md), and what the model's `triton` attention runs. Its
 autotune list also holds FLAT_KEYS configs, which walk the copy as one key sequence with one
-full-width dot per tile (q joined into the copy's channel order once).
+full-width dot per tile (q joined into the copy's channel order once). kernels/warp_specialized.py
+holds the form of that loop which Triton warp-specialises on Hopper (its configs end in " ws").
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
@@ -611,10 +612,14 @@ _INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
 
 
 def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False,
-            flat_keys: bool = False, tma_keys: bool = False) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys,
-                          "TMA_KEYS": tma_keys},
-                         num_warps=num_warps, num_stages=num_stages)
+            flat_keys: bool = False, tma_keys: bool = False, warp_specialized: bool = False) -> triton.Config:
+    """warp_specialized: run kernels/warp_specialized.py's kernel instead (with flat_keys and
+    tma_keys; never an autotune candidate, see there)."""
+    kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys,
+              "TMA_KEYS": tma_keys}
+    if warp_specialized:
+        kwargs["WARP_SPECIALIZED"] = True
+    return triton.Config(kwargs, num_warps=num_warps, num_stages=num_stages)
 
 
 # BLOCK_N counts positions: each loop step attends to BLOCK_N source + BLOCK_N target keys.
@@ -651,6 +656,15 @@ ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True),
     _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
+)
+# kernels/warp_specialized.py's kernel (q, keys and values copied once, one top-level loop
+# that the compiler warp-specialises on Hopper: 4 warps become 12, one producer and two
+# consumer warpgroups; 112-176 KiB shared, no spills). Not autotune candidates until timed
+# and checked on a GPU: `benchmarks/attention.py --candidate` runs them.
+WARP_SPECIALIZED_CONFIGS = (
+    _config(128, 128, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
+    _config(128, 64, 4, 3, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
+    _config(128, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -739,19 +753,20 @@ def config_name(config: triton.Config) -> str:
     loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
     flat = " flat" if config.kwargs.get("FLAT_KEYS") else ""
     tma = " tma" if config.kwargs.get("TMA_KEYS") else ""
+    ws = " ws" if config.kwargs.get("WARP_SPECIALIZED") else ""
     return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
-            f"{loads}{flat}{tma}")
+            f"{loads}{flat}{tma}{ws}")
 
 
 def parse_config_name(name: str) -> triton.Config:
     """The config a `config_name` names ("128x64 w8 s3 split flat"), for benchmarks that time
     one configuration, listed or not."""
-    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+) (split|strided)( flat)?( tma)?", name.strip())
+    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+) (split|strided)( flat)?( tma)?( ws)?", name.strip())
     if match is None:
         raise ValueError(f"not a config name: {name!r} (expected e.g. '128x64 w8 s3 split flat')")
     block_m, block_n, warps, stages = (int(g) for g in match.groups()[:4])
     return _config(block_m, block_n, warps, stages, split_loads=match[5] == "split", flat_keys=bool(match[6]),
-                   tma_keys=bool(match[7]))
+                   tma_keys=bool(match[7]), warp_specialized=bool(match[8]))
 
 
 def tuned_config() -> str | None:
@@ -898,6 +913,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             raise ValueError("TMA_KEYS is a form of the flat loop: set FLAT_KEYS too")
         if head_dim & (head_dim - 1):
             raise ValueError(f"TMA_KEYS needs a power-of-two head_dim (a descriptor's block shape), got {head_dim}")
+    if config is not None and config.kwargs.get("WARP_SPECIALIZED") and not config.kwargs.get("TMA_KEYS"):
+        raise ValueError("the warp-specialised kernel is a form of the TMA loop: set FLAT_KEYS and TMA_KEYS too")
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
@@ -912,6 +929,13 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         if seq_len * t.stride(1) + num_heads * t.stride(2) >= 2**31:
             raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
     cos, sin = cos.contiguous(), sin.contiguous()
+    if config is not None and config.kwargs.get("WARP_SPECIALIZED"):
+        from .warp_specialized import launch_warp_specialized
+
+        with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+            return launch_warp_specialized(q, k, v, cos, sin, num_anchor, scale, config.kwargs["BLOCK_M"],
+                                           config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
+
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     half_pad, dim_pad = padded_dims(head_dim, fp8)
     k_scale, v_scale = fp8_scales(k, v, num_video, num_anchor) if fp8 else (None, None)

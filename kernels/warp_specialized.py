@@ -1,0 +1,141 @@
+"""The anchor-attention kernel in the one shape Triton 3.6 warp-specialises on Hopper.
+
+Compiled for sm_90, every loop of `anchor_attention_fwd` waits for all its tensor-core dots
+before each softmax, so the tensor cores idle while the exponentials run (docs/BENCHMARKS.md,
+third H100 session). FlashAttention-3 and cuDNN hide that time with warp specialisation: a
+producer warpgroup loads tiles while consumer warpgroups alternate dots and softmax. Triton
+3.6 does this for a loop marked `tl.range(..., warp_specialize=True)` (num_warps=4 becomes one
+producer and two consumer warpgroups, 12 warps, with `setmaxnreg`), but only, as compiling on
+CPU shows, when
+
+* the loop is at the top level of the kernel (inside an `if` it is silently left alone), and
+* it is the kernel's only such loop (two crash the pass),
+
+and its loads are tensor-descriptor (TMA) loads. `anchor_attention_fwd` has its loops in a
+branch (video queries or anchor queries) and runs source and target keys as two loops
+because V's anchor rows sit between them. So here:
+
+* the video keys are rotated once (`rotate_keys`) and the video values copied once, both as
+  [B * heads, 2N, D] without the anchor rows: one key sequence, one loop over it;
+* the anchor queries' rows (mean of v) and the anchor keys' value sum are two small torch
+  reductions outside the kernel;
+* the last, partial tile is one masked step after the loop.
+
+Same arithmetic as the keys-once flat loop: the rotation rounded to k's dtype, one
+full-width dot per tile, the anchor keys folded in as one key of logit log(A). It costs a
+value copy (as large as the key copy) on top of keys once. Not an autotune candidate until
+timed and checked on a GPU: run it through `benchmarks/attention.py --candidate`
+("once: 128x128 w4 s2 split flat tma ws").
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .anchor_attention import (
+    _INTERPRETED,
+    _LOG2E,
+    _accumulate_values,
+    _ensure_scratch_allocator,
+    _softmax_step,
+    _to_dot_dtype,
+    dot_precision,
+    rotate_keys,
+)
+
+
+@triton.jit
+def warp_specialized_fwd(
+    QR, KR, VR, ANCHOR_SUM,
+    stride_ob, stride_ol, stride_oh,
+    num_heads, num_video, num_anchor,
+    OUT,
+    QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
+    key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
+    the sum of v's anchor rows. Every load is a tensor-descriptor load and the loop has no
+    tail step, because the compiler's warp-specialisation pass (triton 3.6, sm_90) crashes on
+    a pointer load or an in-register rotation of q before the loop and skips a loop followed
+    by another step: so q is rotated by the pre-pass too, and each tile masks keys past 2N."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    num_keys = 2 * num_video
+    copy_base = pid_bh.to(tl.int64) * (num_keys * HEAD_DIM)
+    q_desc = tl.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_M, HEAD_DIM])
+    k_desc = tl.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_N, HEAD_DIM])
+    v_desc = tl.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_N, HEAD_DIM])
+    q = q_desc.load([pid_m * BLOCK_M, 0])
+    if ROUND_IN_FP32 and QR.dtype.element_ty == tl.bfloat16:
+        q = q.to(tl.float32)  # exact; see _to_dot_dtype
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        k = k_desc.load([start, 0])
+        if ROUND_IN_FP32 and QR.dtype.element_ty == tl.bfloat16:
+            k = k.to(tl.float32)
+        # log2 units: the softmax scale times log2(e) (q is stored unscaled)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * QK_SCALE
+        qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
+        p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i)
+        v = v_desc.load([start, 0])
+        acc = _accumulate_values(acc, p, v, 1.0, QR.dtype.element_ty, False, DOT_PRECISION, ROUND_IN_FP32)
+
+    # The anchor keys as one key of logit log(A), as in anchor_attention_fwd's epilogue.
+    dim = tl.arange(0, HEAD_DIM)
+    anchor_v_sum = tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim)
+    has_anchor = num_anchor > 0
+    m_fold = tl.where(has_anchor, tl.maximum(m_i, 0.0), m_i)
+    anchor_weight = tl.where(has_anchor, tl.exp2(0.0 - m_fold), 0.0)
+    alpha = tl.exp2(m_i - m_fold)
+    acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_v_sum[None, :]
+    l_i = l_i * alpha + anchor_weight * num_anchor
+    out = acc / l_i[:, None]
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # video rows: source, then target past the anchors
+    physical = tl.where(rows < num_video, rows, rows + num_anchor)
+    o_base = (pid_bh // num_heads).to(tl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh
+    tl.store(OUT + o_base + physical[:, None] * stride_ol + dim[None, :],
+             _to_dot_dtype(out, OUT.dtype.element_ty, ROUND_IN_FP32).to(OUT.dtype.element_ty),
+             mask=(rows < num_keys)[:, None])
+
+
+def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor:
+    """The video rows of v as [B * heads, 2N, D]: source rows then target rows, no anchors."""
+    batch, _, num_heads, head_dim = v.shape
+    video = torch.cat([v[:, :num_video], v[:, num_video + num_anchor:]], dim=1)  # [B, 2N, heads, D]
+    # contiguous(): with batch 1, reshape would return a strided view, not a copy.
+    return video.transpose(1, 2).contiguous().view(batch * num_heads, 2 * num_video, head_dim)
+
+
+def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float, block_m: int, block_n: int,
+                            num_warps: int, num_stages: int, warp_specialize: bool = True) -> torch.Tensor:
+    """Run `warp_specialized_fwd` with one configuration (inputs already checked by the caller,
+    last dimensions contiguous). Returns [B, L, heads, head_dim] in v's dtype."""
+    batch, seq_len, num_heads, head_dim = q.shape
+    num_video = cos.shape[0]
+    if head_dim & (head_dim - 1) or head_dim < 16:
+        raise ValueError(f"the warp-specialised kernel needs a power-of-two head_dim >= 16, got {head_dim}")
+    out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
+    # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence.
+    out[:, num_video:num_video + num_anchor] = v.float().mean(dim=1, keepdim=True).to(v.dtype)
+    anchor_sum = v[:, num_video:num_video + num_anchor].float().sum(dim=1).reshape(batch * num_heads, head_dim)
+    if q.device.type == "cuda":
+        _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
+    queries = rotate_keys(q, cos, sin, num_anchor)  # the key pre-pass serves q's video rows as well
+    keys = rotate_keys(k, cos, sin, num_anchor)
+    values = value_copy(v, num_video, num_anchor)
+    grid = (triton.cdiv(2 * num_video, block_m), batch * num_heads)
+    warp_specialized_fwd[grid](
+        queries, keys, values, anchor_sum.contiguous(),
+        out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
+        QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(q.dtype),
+        ROUND_IN_FP32=_INTERPRETED, BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return out

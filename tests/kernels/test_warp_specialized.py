@@ -1,0 +1,107 @@
+"""kernels/warp_specialized.py: the warp-specialised form of the keys-once flat loop.
+
+Interpreted on CPU (the compiler's warp specialisation does not exist there: these check the
+arithmetic), compiled on a Hopper GPU; and compiled ahead of time for sm_90 on any machine to
+check that Triton really warp-specialises it.
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sama_rt.kernels import anchor_attention_ref
+from sama_rt.kernels.warp_specialized import value_copy
+
+from .test_anchor_attention import ATOL, CASES, INTERPRETED, _explicit_attention, _inputs
+
+kernel_module = importlib.import_module("sama_rt.kernels.anchor_attention")
+
+needs_kernel = pytest.mark.skipif(
+    not INTERPRETED and not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)),
+    reason="needs TRITON_INTERPRET=1 or a Hopper GPU (tensor-memory-accelerator loads)",
+)
+
+
+def _run(q, k, v, cos, sin, num_anchor, config_name):
+    head_dim = q.shape[-1]
+    return kernel_module._launch(q, k, v, cos, sin, num_anchor, head_dim**-0.5,
+                                 kernel_module.AttentionPrecision.NATIVE, keys=kernel_module.KeyRotation.ONCE,
+                                 config=kernel_module.parse_config_name(config_name))
+
+
+@needs_kernel
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,head_dim,dtype",
+                         [c for c in CASES if c.values[6] == 128])
+def test_matches_the_reference(frames, height, width, num_anchor, batch, heads, head_dim, dtype):
+    """One loop over all 2N keys with the tail masked in every tile, q rotated by the pre-pass
+    and rounded to the input dtype before its dot (as SDPA on pre-rotated q sees it): the
+    tolerance rule of the other kernel tests. 16-key tiles cross the source/target boundary
+    and the end of the copies (N = 18 or 70)."""
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=11)
+    config = "16x16 w4 s1 split flat tma ws" if INTERPRETED else "128x64 w4 s2 split flat tma ws"
+    got = _run(q, k, v, cos, sin, num_anchor, config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
+    assert got.shape == q.shape and got.dtype == dtype
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+@needs_kernel
+def test_anchor_queries_get_the_mean_of_v():
+    q, k, v, cos, sin = _inputs(2, 3, 3, 65, 2, 2, 128, torch.float32, seed=12)
+    got = _run(q, k, v, cos, sin, 65, "16x16 w4 s1 split flat tma ws" if INTERPRETED else "128x64 w4 s2 split flat tma ws")
+    torch.testing.assert_close(got[:, 18:18 + 65], v.mean(dim=1, keepdim=True).expand(-1, 65, -1, -1))
+
+
+def test_value_copy_is_one_contiguous_sequence_per_head():
+    """Source rows then target rows, no anchors, [B * heads, 2N, D] and contiguous (with
+    batch 1 a reshape alone would have returned a strided view the kernel misreads)."""
+    v = torch.randn(1, 2 * 5 + 3, 2, 8)
+    copy = value_copy(v, 5, 3)
+    assert copy.shape == (2, 10, 8) and copy.is_contiguous()
+    torch.testing.assert_close(copy[1], torch.cat([v[0, :5, 1], v[0, 8:, 1]]))
+
+
+def test_configs_name_and_need_the_tma_loop():
+    for config in kernel_module.WARP_SPECIALIZED_CONFIGS:
+        name = kernel_module.config_name(config)
+        assert name.endswith(" flat tma ws") and kernel_module.parse_config_name(name).kwargs == config.kwargs
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
+    with pytest.raises(ValueError, match="form of the TMA loop"):
+        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat ws")
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat tma ws")
+
+
+_COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from sama_rt.kernels.warp_specialized import warp_specialized_fwd as fn
+for ws in (True, False):
+    constexprs = dict(QK_SCALE=0.1275, HEAD_DIM=128, DOT_PRECISION="tf32", ROUND_IN_FP32=False, BLOCK_M=128,
+                      BLOCK_N=128, WARP_SPECIALIZE=ws)
+    pointers = dict(QR="*bf16", KR="*bf16", VR="*bf16", ANCHOR_SUM="*fp32", OUT="*bf16")
+    signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in pointers or "stride" in n}
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
+    print(ws, compiled.metadata.num_warps, compiled.metadata.shared)
+"""
+
+
+def test_triton_warp_specialises_it_for_hopper():
+    """Compiled for sm_90 (no GPU needed), the loop marked warp_specialize becomes a producer
+    and two consumer warpgroups: 4 warps in, 12 out, within Hopper's 227 KiB of shared
+    memory; unmarked, it stays 4 warps. (In a fresh process: under TRITON_INTERPRET=1 the
+    kernels here cannot be compiled.)"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert [(ws, warps) for ws, warps, _ in lines] == [("True", "12"), ("False", "4")]
+    assert all(int(shared) <= 227 * 1024 for _, _, shared in lines)
