@@ -12,7 +12,9 @@ overlaps them with the dots) and tensor-memory-accelerator loads (TMA: UTMALDG),
 shared-memory stores (STS: data staged through registers, such
 as the rotated k tile, on its way to the dots), and which tensor-core instructions the dots
 became. These are the facts the config lists were chosen from; speed
-itself needs a GPU (benchmarks/attention.py).
+itself needs a GPU (benchmarks/attention.py). Then the warp-specialised kernel's configs
+(kernels/warp_specialized.py): the warps it was compiled with and the warps Triton made of
+them, and the register budgets (setmaxnreg) its warpgroups trade.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
+from sama_rt.kernels.warp_specialized import compile_warp_specialized  # noqa: E402
 
 kernel = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
 
@@ -92,6 +95,8 @@ def sass_stats(cubin: bytes) -> dict:
             # TMA loads are predicated (one elected thread issues them): counted on their own
             "ldg": ops["LDG"], "ldgsts": ops["LDGSTS"], "tma": len(re.findall(r"\bUTMALDG\b", sass)),
             "sts": ops["STS"],
+            # register budgets that warp-specialised code hands between its warpgroups
+            "setmaxnreg": sorted({int(n, 16) for n in re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP\d, )?(0x[0-9a-f]+)", sass)}),
             "instructions": sum(ops.values()),
             "tensor_core": ", ".join(f"{name} x{count}" for name, count in sorted(mma.items()))}
 
@@ -112,6 +117,14 @@ def main() -> int:
                      "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
                      "keys": _keys_label(spec), "in_autotune_list": listed(spec),
                      "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
+    # The warp-specialised kernel (kernels/warp_specialized.py): its configs, compiled for sm_90.
+    for c in kernel.WARP_SPECIALIZED_CONFIGS:
+        m, n, warps, stages = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+        compiled = compile_warp_specialized(m, n, warps, stages, head_dim=args.head_dim, dtype=args.dtype)
+        rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": f"{warps} -> {compiled.metadata.num_warps}",
+                     "stages": stages, "precision": "native", "split_loads": True,
+                     "keys": "q, k, v copied, warp-specialised", "in_autotune_list": False,
+                     "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -123,7 +136,8 @@ def main() -> int:
         print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | {r['keys']} | "
               f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
               f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | {r['tma']} | "
-              f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |")
+              f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |"
+              + (f" setmaxnreg {'/'.join(map(str, r['setmaxnreg']))}" if r["setmaxnreg"] else ""))
     return 0
 
 

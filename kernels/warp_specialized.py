@@ -105,6 +105,26 @@ def warp_specialized_fwd(
              mask=(rows < num_keys)[:, None])
 
 
+def compile_warp_specialized(block_m: int, block_n: int, num_warps: int, num_stages: int, head_dim: int = 128,
+                             dtype: str = "bf16", arch: int = 90, warp_specialize: bool = True):
+    """Compile the kernel ahead of time for `arch` (no GPU needed; not under TRITON_INTERPRET=1)
+    and return Triton's compiled kernel: `.metadata.num_warps` says whether it was warp-
+    specialised (4 warps in, 12 out), `.asm["cubin"]` is the code (benchmarks/kernel_sass.py)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = warp_specialized_fwd
+    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION="tf32", ROUND_IN_FP32=False,
+                      BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize)
+    pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
+    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
+    # 16-byte aligned pointers and strides, as the launcher's contiguous copies are
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+             if name in pointers or name.startswith("stride_")}
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+
+
 def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor:
     """The video rows of v as [B * heads, 2N, D]: source rows then target rows, no anchors."""
     batch, _, num_heads, head_dim = v.shape
@@ -123,8 +143,11 @@ def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float, bl
         raise ValueError(f"the warp-specialised kernel needs a power-of-two head_dim >= 16, got {head_dim}")
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence.
-    out[:, num_video:num_video + num_anchor] = v.float().mean(dim=1, keepdim=True).to(v.dtype)
-    anchor_sum = v[:, num_video:num_video + num_anchor].float().sum(dim=1).reshape(batch * num_heads, head_dim)
+    # (sums in float32 without a float32 copy of v)
+    mean = v.sum(dim=1, keepdim=True, dtype=torch.float32) / seq_len
+    out[:, num_video:num_video + num_anchor] = mean.to(v.dtype)
+    anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
+    anchor_sum = anchor_sum.reshape(batch * num_heads, head_dim)
     if q.device.type == "cuda":
         _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
     queries = rotate_keys(q, cos, sin, num_anchor)  # the key pre-pass serves q's video rows as well

@@ -14,6 +14,9 @@
 #                                      # at 14B, the in-loop and FP8 kernels' steps
 # (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
+#   bash scripts/gpu_checks.sh kernel  # ~5-6 min: every attention kernel config alone (the
+#                                      # warp-specialised ones too), the compiled tests, and
+#                                      # the 14B step with the Triton kernel
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for

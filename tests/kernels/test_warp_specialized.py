@@ -78,18 +78,9 @@ def test_configs_name_and_need_the_tma_loop():
 
 
 _COMPILE = """
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from sama_rt.kernels.warp_specialized import warp_specialized_fwd as fn
+from sama_rt.kernels.warp_specialized import compile_warp_specialized
 for ws in (True, False):
-    constexprs = dict(QK_SCALE=0.1275, HEAD_DIM=128, DOT_PRECISION="tf32", ROUND_IN_FP32=False, BLOCK_M=128,
-                      BLOCK_N=128, WARP_SPECIALIZE=ws)
-    pointers = dict(QR="*bf16", KR="*bf16", VR="*bf16", ANCHOR_SUM="*fp32", OUT="*bf16")
-    signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in pointers or "stride" in n}
-    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
+    compiled = compile_warp_specialized(128, 128, 4, 2, warp_specialize=ws)
     print(ws, compiled.metadata.num_warps, compiled.metadata.shared)
 """
 
