@@ -14,7 +14,8 @@ whichever call comes first at a shape tunes it, and that must be the full-size o
    against the native bf16 kernel. A failed check is reported and sets the exit code 1.
 2. Timing with triton.testing.do_bench (warm-up, median over repetitions, autotuning done
    before timing) of the kernel as the model's --attention backends run it: triton (keys
-   rotated once into a copy), triton-in-loop, triton-fp8 (sm_89+); SDPA flash on pre-rotated q/k,
+   rotated once into a copy), triton-in-loop, triton-fp8 (sm_89+), triton-ws (the warp-
+   specialised kernel, sm_90+); SDPA flash on pre-rotated q/k,
    RoPE + SDPA flash, and SDPA with torch's own backend choice on pre-rotated q/k (what the
    model's `sdpa` attention runs: cuDNN's where torch prefers it). For the Triton methods
    also every autotune candidate's time as the autotuner measured it (`candidates`).
@@ -180,6 +181,8 @@ def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
     }
     if with_fp8:
         methods["triton-fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
+    if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) >= (9, 0):
+        methods["triton-ws"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="copies")
     methods["sdpa flash (pre-rotated)"] = lambda: flash(qr, kr, v)
     methods["rope + sdpa flash"] = lambda: flash(*rotate(q, k, cos, sin), v)
     methods["sdpa default (pre-rotated)"] = lambda: sdpa_default(qr, kr, v)

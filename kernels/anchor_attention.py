@@ -78,11 +78,16 @@ class KeyRotation(Choice):
     into a copy (video rows only, [even | odd] channels, k's dtype: 2N x head_dim per batch
     and head) that the loop reads straight into the dots, freeing the registers the rotation
     holds for larger key tiles. Same numbers: the rotation and its rounding to k's dtype are
-    the same, only their place differs. Not for fp8.
+    the same, only their place differs. COPIES: q and k rotated once and v copied without its
+    anchor rows, all three by pre-passes, for the single warp-specialised loop of
+    kernels/warp_specialized.py (Hopper only: tensor-memory-accelerator loads; three copies,
+    ~3x the memory of ONCE; q rounded to its dtype after rotation, as SDPA on pre-rotated q
+    sees it). Neither is for fp8.
     """
 
     IN_LOOP = "in-loop"
     ONCE = "once"
+    COPIES = "copies"
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,11 +774,23 @@ def parse_config_name(name: str) -> triton.Config:
                    tma_keys=bool(match[7]), warp_specialized=bool(match[8]))
 
 
+# The autotuner whose kernel ran last (this module's or kernels/warp_specialized.py's), and how
+# to name its configs: for `tuned_config` and `autotune_timings`.
+_last_tuned: list = []
+
+
+def _ran(tuner, name_of) -> None:
+    _last_tuned[:] = [tuner, name_of]
+
+
 def tuned_config() -> str | None:
-    """The configuration the autotuner ran last (`config_name`), for the benchmarks to
-    report; None before any run."""
-    config = getattr(_tuned_kernel, "best_config", None)
-    return None if config is None else config_name(config)
+    """The configuration the autotuner ran last (`config_name`; the warp-specialised kernel's
+    end in " ws"), for the benchmarks to report; None before any run."""
+    if not _last_tuned:
+        return None
+    tuner, name_of = _last_tuned
+    config = getattr(tuner, "best_config", None)
+    return None if config is None else name_of(config)
 
 
 def autotune_timings(run) -> dict[str, float | None]:
@@ -781,13 +798,18 @@ def autotune_timings(run) -> dict[str, float | None]:
     of each candidate config by `config_name` (None: it failed to compile or run), or {} when
     it measured nothing (a shape already tuned, or the interpreter's single config; a lone
     candidate left by pruning, as with SAMA_RT_AUTOTUNE=0, is still timed)."""
-    _tuned_kernel.configs_timings = {}
+    from .warp_specialized import tuned_kernel as warp_specialized_tuner
+
+    for tuner in (_tuned_kernel, warp_specialized_tuner):
+        tuner.configs_timings = {}
     run()
-    measured = getattr(_tuned_kernel, "configs_timings", None) or {}
+    if not _last_tuned:
+        return {}
+    tuner, name_of = _last_tuned
     out = {}
-    for config, timing in measured.items():
+    for config, timing in (getattr(tuner, "configs_timings", None) or {}).items():
         ms = float(timing[0] if isinstance(timing, (list, tuple)) else timing)  # (median, p20, p80)
-        out[config_name(config)] = ms if math.isfinite(ms) else None
+        out[name_of(config)] = ms if math.isfinite(ms) else None
     return out
 
 
@@ -904,10 +926,13 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
     rotated_keys = keys is KeyRotation.ONCE
-    if fp8 and rotated_keys:
-        raise ValueError("keys rotated once is a native-precision variant; fp8 rotates its keys in the loop")
-    if config is not None and config.kwargs.get("FLAT_KEYS") and not rotated_keys:
+    warp_specialized = keys is KeyRotation.COPIES or bool(config is not None and config.kwargs.get("WARP_SPECIALIZED"))
+    if fp8 and keys is not KeyRotation.IN_LOOP:
+        raise ValueError(f"keys={keys.value!r} is a native-precision variant; fp8 rotates its keys in the loop")
+    if config is not None and config.kwargs.get("FLAT_KEYS") and keys is KeyRotation.IN_LOOP:
         raise ValueError("a FLAT_KEYS config reads the rotated key copy: use it with keys='once'")
+    if keys is KeyRotation.COPIES and config is not None and not config.kwargs.get("WARP_SPECIALIZED"):
+        raise ValueError("keys='copies' runs the warp-specialised kernel: give it one of WARP_SPECIALIZED_CONFIGS")
     if config is not None and config.kwargs.get("TMA_KEYS"):
         if not config.kwargs.get("FLAT_KEYS"):
             raise ValueError("TMA_KEYS is a form of the flat loop: set FLAT_KEYS too")
@@ -918,6 +943,9 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
+        if warp_specialized and torch.cuda.get_device_capability(q.device) < (9, 0):
+            raise ValueError("keys='copies' (the warp-specialised kernel) needs a Hopper GPU or newer "
+                             "(tensor-memory-accelerator loads); use keys='once'")
     elif not _INTERPRETED:
         raise RuntimeError(
             f"anchor_attention runs its Triton kernel on CUDA tensors (got {q.device}); on CPU it "
@@ -929,12 +957,11 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         if seq_len * t.stride(1) + num_heads * t.stride(2) >= 2**31:
             raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
     cos, sin = cos.contiguous(), sin.contiguous()
-    if config is not None and config.kwargs.get("WARP_SPECIALIZED"):
+    if warp_specialized:
         from .warp_specialized import launch_warp_specialized
 
         with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
-            return launch_warp_specialized(q, k, v, cos, sin, num_anchor, scale, config.kwargs["BLOCK_M"],
-                                           config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
+            return launch_warp_specialized(q, k, v, cos, sin, num_anchor, scale, config)
 
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     half_pad, dim_pad = padded_dims(head_dim, fp8)
@@ -969,6 +996,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             )
 
         global _TMA_DISABLED
+        if config is None:
+            _ran(_tuned_kernel, config_name)
         try:
             run()
         except Exception as error:  # noqa: BLE001 - re-raised unless a TMA candidate may be the cause

@@ -1,33 +1,39 @@
-"""The anchor-attention kernel in the one shape Triton 3.6 warp-specialises on Hopper.
+"""The anchor-attention kernel in the one shape Triton warp-specialises on Hopper.
 
 Compiled for sm_90, every loop of `anchor_attention_fwd` waits for all its tensor-core dots
 before each softmax, so the tensor cores idle while the exponentials run (docs/BENCHMARKS.md,
 third H100 session). FlashAttention-3 and cuDNN hide that time with warp specialisation: a
 producer warpgroup loads tiles while consumer warpgroups alternate dots and softmax. Triton
-3.6 does this for a loop marked `tl.range(..., warp_specialize=True)` (num_warps=4 becomes one
-producer and two consumer warpgroups, 12 warps, with `setmaxnreg`), but only, as compiling on
-CPU shows, when
+(3.6, also 3.9) does this for a loop marked `tl.range(..., warp_specialize=True)` (4 warps
+become one producer and two consumer warpgroups, 12 warps, trading registers with
+`setmaxnreg`), but only, as compiling variants for sm_90 on CPU shows, when
 
-* the loop is at the top level of the kernel (inside an `if` it is silently left alone), and
-* it is the kernel's only such loop (two crash the pass),
+* the loop is the kernel's only one and at its top level (inside an `if` it is silently
+  left alone; two crash the pass),
+* it loads through tensor descriptors (TMA), and nothing follows it but the epilogue (a
+  masked tail step after it makes the pass leave it alone), and
+* no pointer load and no in-register rotation of q comes before it (either crashes the pass).
 
-and its loads are tensor-descriptor (TMA) loads. `anchor_attention_fwd` has its loops in a
-branch (video queries or anchor queries) and runs source and target keys as two loops
-because V's anchor rows sit between them. So here:
+`anchor_attention_fwd` has its loops in a branch (video or anchor queries), rotates q in
+registers, and runs source and target keys as two loops because V's anchor rows sit
+between them. So here:
 
-* the video keys are rotated once (`rotate_keys`) and the video values copied once, both as
-  [B * heads, 2N, D] without the anchor rows: one key sequence, one loop over it;
-* the anchor queries' rows (mean of v) and the anchor keys' value sum are two small torch
-  reductions outside the kernel;
-* the last, partial tile is one masked step after the loop.
+* q and k are rotated once by `rotate_keys` (video rows, [even | odd] channels) and v is
+  copied without its anchor rows, all as [B * heads, 2N, D]: one sequence, one loop over it,
+  every tile masking the keys past 2N;
+* the anchor queries' rows (mean of v) and the anchor keys' value sum are two torch
+  reductions outside the kernel; the anchor keys are folded in as one key of logit log(A).
 
-Same arithmetic as the keys-once flat loop: the rotation rounded to k's dtype, one
-full-width dot per tile, the anchor keys folded in as one key of logit log(A). It costs a
-value copy (as large as the key copy) on top of keys once. Not an autotune candidate until
-timed and checked on a GPU: run it through `benchmarks/attention.py --candidate`
-("once: 128x128 w4 s2 split flat tma ws").
+Numerically it is SDPA on pre-rotated q and k (both rounded to the input dtype after the
+float32 rotation, the softmax scale applied to the logits) with the anchor fold. It costs a
+q copy and a v copy on top of keys once's k copy. Opt-in and not yet run on a GPU:
+`anchor_attention(..., keys="copies")` (autotuned over WARP_SPECIALIZED_CONFIGS) and the
+model's `--attention triton-ws` run it; `benchmarks/attention.py --candidate "once: 128x128
+w4 s2 split flat tma ws"` times one config alone.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -133,17 +139,46 @@ def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor
     return video.transpose(1, 2).contiguous().view(batch * num_heads, 2 * num_video, head_dim)
 
 
-def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float, block_m: int, block_n: int,
-                            num_warps: int, num_stages: int, warp_specialize: bool = True) -> torch.Tensor:
-    """Run `warp_specialized_fwd` with one configuration (inputs already checked by the caller,
-    last dimensions contiguous). Returns [B, L, heads, head_dim] in v's dtype."""
+def _configs() -> list[triton.Config]:
+    """WARP_SPECIALIZED_CONFIGS as the kernel's meta-parameters; the interpreter gets one small
+    tile so that tiny test shapes cross tile boundaries."""
+    from .anchor_attention import WARP_SPECIALIZED_CONFIGS
+
+    if _INTERPRETED:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]}, num_warps=c.num_warps,
+                          num_stages=c.num_stages) for c in WARP_SPECIALIZED_CONFIGS]
+
+
+def _prune(configs, named_args, **kwargs):
+    # SAMA_RT_AUTOTUNE=0: the first config, untimed (test runs), as for the main kernel
+    return configs[:1] if os.environ.get("SAMA_RT_AUTOTUNE") == "0" else configs
+
+
+tuned_kernel = triton.autotune(configs=_configs(), key=["num_video", "num_anchor", "HEAD_DIM"],
+                               prune_configs_by={"early_config_prune": _prune})(warp_specialized_fwd)
+
+
+def config_name(config: triton.Config) -> str:
+    """A meta-parameter config as the main module's name for it ("128x128 w4 s2 split flat tma ws")."""
+    return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
+            "split flat tma ws")
+
+
+def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float,
+                            config: triton.Config | None = None) -> torch.Tensor:
+    """Run `warp_specialized_fwd`, autotuned over WARP_SPECIALIZED_CONFIGS or with `config`
+    (one of them; inputs already checked by the caller, last dimensions contiguous).
+    Returns [B, L, heads, head_dim] in v's dtype."""
+    from .anchor_attention import _ran
+
     batch, seq_len, num_heads, head_dim = q.shape
     num_video = cos.shape[0]
     if head_dim & (head_dim - 1) or head_dim < 16:
         raise ValueError(f"the warp-specialised kernel needs a power-of-two head_dim >= 16, got {head_dim}")
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
-    # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence.
-    # (sums in float32 without a float32 copy of v)
+    # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence (sums in
+    # float32 without a float32 copy of v).
     mean = v.sum(dim=1, keepdim=True, dtype=torch.float32) / seq_len
     out[:, num_video:num_video + num_anchor] = mean.to(v.dtype)
     anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
@@ -153,12 +188,22 @@ def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float, bl
     queries = rotate_keys(q, cos, sin, num_anchor)  # the key pre-pass serves q's video rows as well
     keys = rotate_keys(k, cos, sin, num_anchor)
     values = value_copy(v, num_video, num_anchor)
-    grid = (triton.cdiv(2 * num_video, block_m), batch * num_heads)
-    warp_specialized_fwd[grid](
+    meta = {}
+    kernel = tuned_kernel
+    if config is not None:
+        kernel = warp_specialized_fwd
+        meta = dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
+                    num_stages=config.num_stages)
+    else:
+        _ran(tuned_kernel, config_name)
+
+    def grid(meta):
+        return triton.cdiv(2 * num_video, meta["BLOCK_M"]), batch * num_heads
+
+    kernel[grid](
         queries, keys, values, anchor_sum.contiguous(),
         out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
         QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(q.dtype),
-        ROUND_IN_FP32=_INTERPRETED, BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
-        num_warps=num_warps, num_stages=num_stages,
+        ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=True, **meta,
     )
     return out

@@ -44,6 +44,7 @@ def collect_info() -> dict:
         ort_providers = onnxruntime.get_available_providers()
     triton_ok, triton_why = triton_available()
     fp8_ok, fp8_why = _fp8_support(cuda)
+    hopper_ok, hopper_why = _hopper_support(cuda)
     trt_ok = packages["tensorrt"]["version"] is not None and cuda
     info["backends"] = {
         "torch": {"available": True, "why": f"torch on {'CUDA and CPU' if cuda else 'CPU'}"},
@@ -68,6 +69,8 @@ def collect_info() -> dict:
         # Without CUDA, Triton is available only as the CPU interpreter, which runs fp8 too.
         "triton-fp8": {"available": triton_ok and (fp8_ok or not cuda),
                        "why": fp8_why if triton_ok and cuda else triton_why},
+        "triton-ws": {"available": triton_ok and (hopper_ok or not cuda),
+                      "why": hopper_why if triton_ok and cuda else triton_why},
     }
     info["runtime"] = {
         "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},
@@ -89,6 +92,19 @@ def _fp8_support(cuda: bool) -> tuple[bool, str]:
     if capability < (8, 9):
         return False, f"float8 needs compute capability 8.9+ (this GPU: {capability[0]}.{capability[1]})"
     return True, f"float8 e4m3 tensor cores (compute capability {capability[0]}.{capability[1]})"
+
+
+def _hopper_support(cuda: bool) -> tuple[bool, str]:
+    """Whether the first GPU has tensor-memory-accelerator loads (compute capability 9.0+),
+    which the warp-specialised attention kernel reads all its tiles with."""
+    import torch
+
+    if not cuda:
+        return False, "no CUDA GPU"
+    capability = torch.cuda.get_device_capability(0)
+    if capability < (9, 0):
+        return False, f"needs compute capability 9.0+ (this GPU: {capability[0]}.{capability[1]})"
+    return True, f"warp-specialised kernel with TMA loads (compute capability {capability[0]}.{capability[1]})"
 
 
 def format_info(info: dict) -> str:

@@ -14,9 +14,10 @@
 #                                      # at 14B, the in-loop and FP8 kernels' steps
 # (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
-#   bash scripts/gpu_checks.sh kernel  # ~5-6 min: every attention kernel config alone (the
+#   bash scripts/gpu_checks.sh kernel  # ~6-7 min: every attention kernel config alone (the
 #                                      # warp-specialised ones too), the compiled tests, and
-#                                      # the 14B step with the Triton kernel
+#                                      # the 14B step with the warp-specialised kernel and with
+#                                      # the Triton kernel
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
@@ -92,6 +93,7 @@ TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
 TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
 TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
+TIMEOUT[ws49]=180;    CMD[ws49]="$bench14 --frames 49 --attention triton-ws --profile"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
@@ -101,7 +103,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests step49"
+GROUP[kernel]="setup sweep tests ws49 step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49", "compile49",
-                 "compile81", "offload49", "fastest49")
+STEP_SECTIONS = ("step49", "ws49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
+                 "compile49", "compile81", "offload49", "fastest49")
 
 
 def _load(folder: Path, name: str):
@@ -164,9 +164,12 @@ def report(folder: Path, date: str) -> str:
     fp8 = _load(folder, "fp8error")
     if fp8:
         lines += ["FP8 linear layers at the 14B shape (`benchmarks/fp8_linear.py`):", ""] + fp8_table(fp8) + [""]
+    ran = {line.split(":")[0] for line in outcomes(folder)}
     missing = [n for n in ("attention", *STEP_SECTIONS, "fp8error") if _load(folder, n) is None]
-    if missing:
-        lines.append("No results from: " + ", ".join(missing) + " (see their .err files).")
+    if [n for n in missing if n in ran]:
+        lines.append("No results from: " + ", ".join(n for n in missing if n in ran) + " (see their .err files).")
+    if [n for n in missing if n not in ran]:
+        lines.append("Not run: " + ", ".join(n for n in missing if n not in ran) + ".")
     return "\n".join(lines)
 
 

@@ -83,7 +83,8 @@ def test_info_text_and_json():
     assert r.returncode == 0 and "backends:" in r.stdout and "tensorrt" in r.stdout
     info = json.loads(run("info", "--json").stdout)
     assert info["backends"]["torch"]["available"] is True
-    assert set(info["attention"]) == {"reference", "sdpa", "triton", "triton-in-loop", "triton-fp8"}
+    assert set(info["attention"]) == {"reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
+                                        "triton-ws"}
     assert set(info["runtime"]) == {"offload", "fp8_linear", "compile", "cuda_graphs"}
     import torch
 

@@ -16,6 +16,9 @@ that contract:
   copy: ~0.8 GiB less at 81 frames, but 1.65x slower on an H100, docs/BENCHMARKS.md).
 - `triton-fp8`: the in-loop kernel with q.k and p.v in float8 e4m3 (per-block scales); an
   approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
+- `triton-ws`: the warp-specialised form (kernels/warp_specialized.py: q, k rotated and v
+  copied once, one loop that Triton splits into producer and consumer warpgroups); Hopper
+  only, not yet timed on a GPU.
 """
 from __future__ import annotations
 
@@ -37,17 +40,19 @@ class AttentionBackend(Choice):
     TRITON = "triton"
     TRITON_IN_LOOP = "triton-in-loop"
     TRITON_FP8 = "triton-fp8"
+    TRITON_WS = "triton-ws"
 
     @property
     def uses_triton(self) -> bool:
-        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8)
+        return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8,
+                        AttentionBackend.TRITON_WS)
 
     @property
     def kernel_options(self) -> dict[str, str]:
         """`anchor_attention`'s precision and keys for a Triton backend. Keys rotated once is
-        the faster kernel (H100: 147 vs 243 ms at 49 frames); fp8 has only the in-loop form."""
-        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native",
-                "keys": "once" if self is AttentionBackend.TRITON else "in-loop"}
+        the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has only the in-loop form."""
+        keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_WS: "copies"}.get(self, "in-loop")
+        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native", "keys": keys}
 
 
 def attention_backend_names() -> list[str]:

@@ -55,7 +55,8 @@ def test_report_from_real_outputs(tmp_path):
 
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
-    assert "step81: rc=1" in text and "No results from: step81," in text
+    assert "step81: rc=1" in text and "No results from: step81 (see their .err files)." in text
+    assert "Not run: ws49, stages49," in text  # not in summary.txt: not run, not failed
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
     # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
@@ -98,7 +99,7 @@ def test_every_timed_method_runs(monkeypatch):
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     q, k, v, cos, sin = attention.make_inputs(1, 3, 5, batch=1, heads=2)
     methods = attention.timed_methods(q, k, v, cos, sin, with_fp8=True)
-    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "sdpa flash (pre-rotated)",
+    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "triton-ws", "sdpa flash (pre-rotated)",
                              "rope + sdpa flash", "sdpa default (pre-rotated)"]
     for name, fn in methods.items():
         assert fn().shape == q.shape, name
