@@ -493,6 +493,16 @@ def _video_queries(
         a_mask = (offs_a[:, None] < num_anchor) & (dim[None, :] < HEAD_DIM)
         va = tl.load(V + v_base + (num_video + offs_a)[:, None] * stride_vl + dim[None, :], mask=a_mask, other=0.0)
         anchor_v_sum += tl.sum(va.to(tl.float32), 0)
+    out = _fold_anchor_keys(acc, l_i, m_i, anchor_v_sum, num_anchor)
+    o_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
+    tl.store(OUT + o_base + phys_m[:, None] * stride_ol + dim[None, :], _to_dot_dtype(out, OUT.dtype.element_ty, ROUND_IN_FP32).to(OUT.dtype.element_ty), mask=o_mask)
+
+
+@triton.jit
+def _fold_anchor_keys(acc, l_i, m_i, anchor_v_sum, num_anchor):
+    """The attention output once the loop has seen every video key: the A anchor keys, each
+    of logit exactly 0, join the online-softmax state as one key of weight A and value
+    mean(v_anchor), i.e. weight exp2(0 - m) per anchor times sum(v_anchor)."""
     has_anchor = num_anchor > 0
     # With anchors the running max must include the anchor logit 0; without, it must not
     # (exp2(-m) of a very negative m would overflow), hence the selects.
@@ -501,10 +511,7 @@ def _video_queries(
     alpha = tl.exp2(m_i - m_fold)
     acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_v_sum[None, :]
     l_i = l_i * alpha + anchor_weight * num_anchor
-
-    out = acc / l_i[:, None]
-    o_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
-    tl.store(OUT + o_base + phys_m[:, None] * stride_ol + dim[None, :], _to_dot_dtype(out, OUT.dtype.element_ty, ROUND_IN_FP32).to(OUT.dtype.element_ty), mask=o_mask)
+    return acc / l_i[:, None]
 
 
 @triton.jit

@@ -44,6 +44,7 @@ from .anchor_attention import (
     _LOG2E,
     _accumulate_values,
     _ensure_scratch_allocator,
+    _fold_anchor_keys,
     _softmax_step,
     _to_dot_dtype,
     dot_precision,
@@ -93,16 +94,8 @@ def warp_specialized_fwd(
         v = v_desc.load([start, 0])
         acc = _accumulate_values(acc, p, v, 1.0, QR.dtype.element_ty, False, DOT_PRECISION, ROUND_IN_FP32)
 
-    # The anchor keys as one key of logit log(A), as in anchor_attention_fwd's epilogue.
     dim = tl.arange(0, HEAD_DIM)
-    anchor_v_sum = tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim)
-    has_anchor = num_anchor > 0
-    m_fold = tl.where(has_anchor, tl.maximum(m_i, 0.0), m_i)
-    anchor_weight = tl.where(has_anchor, tl.exp2(0.0 - m_fold), 0.0)
-    alpha = tl.exp2(m_i - m_fold)
-    acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_v_sum[None, :]
-    l_i = l_i * alpha + anchor_weight * num_anchor
-    out = acc / l_i[:, None]
+    out = _fold_anchor_keys(acc, l_i, m_i, tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim), num_anchor)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # video rows: source, then target past the anchors
     physical = tl.where(rows < num_video, rows, rows + num_anchor)
     o_base = (pid_bh // num_heads).to(tl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh

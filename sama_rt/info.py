@@ -82,29 +82,28 @@ def collect_info() -> dict:
     return info
 
 
-def _fp8_support(cuda: bool) -> tuple[bool, str]:
-    """Whether the first GPU has float8 e4m3 tensor cores (compute capability 8.9+)."""
+def _capability_support(cuda: bool, minimum: tuple[int, int], what: str) -> tuple[bool, str]:
+    """Whether the first GPU has compute capability `minimum` or newer, for `what`."""
     import torch
 
     if not cuda:
         return False, "no CUDA GPU"
     capability = torch.cuda.get_device_capability(0)
-    if capability < (8, 9):
-        return False, f"float8 needs compute capability 8.9+ (this GPU: {capability[0]}.{capability[1]})"
-    return True, f"float8 e4m3 tensor cores (compute capability {capability[0]}.{capability[1]})"
+    have = f"{capability[0]}.{capability[1]}"
+    if capability < minimum:
+        return False, f"{what}: needs compute capability {minimum[0]}.{minimum[1]}+ (this GPU: {have})"
+    return True, f"{what} (compute capability {have})"
+
+
+def _fp8_support(cuda: bool) -> tuple[bool, str]:
+    """float8 e4m3 tensor cores (8.9+)."""
+    return _capability_support(cuda, (8, 9), "float8 e4m3 tensor cores")
 
 
 def _hopper_support(cuda: bool) -> tuple[bool, str]:
-    """Whether the first GPU has tensor-memory-accelerator loads (compute capability 9.0+),
-    which the warp-specialised attention kernel reads all its tiles with."""
-    import torch
-
-    if not cuda:
-        return False, "no CUDA GPU"
-    capability = torch.cuda.get_device_capability(0)
-    if capability < (9, 0):
-        return False, f"needs compute capability 9.0+ (this GPU: {capability[0]}.{capability[1]})"
-    return True, f"warp-specialised kernel with TMA loads (compute capability {capability[0]}.{capability[1]})"
+    """Tensor-memory-accelerator loads (9.0+), which the warp-specialised attention kernel
+    reads all its tiles with."""
+    return _capability_support(cuda, (9, 0), "the warp-specialised kernel's TMA loads")
 
 
 def format_info(info: dict) -> str:
