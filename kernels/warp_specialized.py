@@ -63,8 +63,8 @@ def warp_specialized_fwd(
 ):
     """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
     key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
-    the sum of v's anchor rows. Every load is a tensor-descriptor load and the loop has no
-    tail step, because the compiler's warp-specialisation pass (triton 3.6, sm_90) crashes on
+    the sum of v's anchor rows. Every load up to the end of the loop is a tensor-descriptor
+    load and the loop has no tail step, because the compiler's warp-specialisation pass (triton 3.6, sm_90) crashes on
     a pointer load or an in-register rotation of q before the loop and skips a loop followed
     by another step: so q is rotated by the pre-pass too, and each tile masks keys past 2N."""
     pid_m = tl.program_id(0)
