@@ -125,11 +125,13 @@ def compile_warp_specialized(block_m: int, block_n: int, num_warps: int, num_sta
 
 
 def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor:
-    """The video rows of v as [B * heads, 2N, D]: source rows then target rows, no anchors."""
+    """The video rows of v as [B * heads, 2N, D]: source rows then target rows, no anchors,
+    contiguous (written once, each segment straight into its place)."""
     batch, _, num_heads, head_dim = v.shape
-    video = torch.cat([v[:, :num_video], v[:, num_video + num_anchor:]], dim=1)  # [B, 2N, heads, D]
-    # contiguous(): with batch 1, reshape would return a strided view, not a copy.
-    return video.transpose(1, 2).contiguous().view(batch * num_heads, 2 * num_video, head_dim)
+    out = torch.empty((batch, num_heads, 2 * num_video, head_dim), dtype=v.dtype, device=v.device)
+    out[:, :, :num_video] = v[:, :num_video].transpose(1, 2)
+    out[:, :, num_video:] = v[:, num_video + num_anchor:].transpose(1, 2)
+    return out.view(batch * num_heads, 2 * num_video, head_dim)
 
 
 def _configs() -> list[triton.Config]:

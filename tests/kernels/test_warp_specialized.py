@@ -57,8 +57,8 @@ def test_anchor_queries_get_the_mean_of_v():
 
 
 def test_value_copy_is_one_contiguous_sequence_per_head():
-    """Source rows then target rows, no anchors, [B * heads, 2N, D] and contiguous (with
-    batch 1 a reshape alone would have returned a strided view the kernel misreads)."""
+    """Source rows then target rows, no anchors, [B * heads, 2N, D] and contiguous, with
+    batch 1 too (where a reshape of a transposed tensor returns a strided view)."""
     v = torch.randn(1, 2 * 5 + 3, 2, 8)
     copy = value_copy(v, 5, 3)
     assert copy.shape == (2, 10, 8) and copy.is_contiguous()
