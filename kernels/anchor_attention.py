@@ -82,7 +82,7 @@ class KeyRotation(Choice):
     anchor rows, all three by pre-passes, for the single warp-specialised loop of
     kernels/warp_specialized.py (Hopper only: tensor-memory-accelerator loads; three copies,
     ~3x the memory of ONCE; q rounded to its dtype after rotation, as SDPA on pre-rotated q
-    sees it). Neither is for fp8.
+    sees it). fp8 has only IN_LOOP.
     """
 
     IN_LOOP = "in-loop"

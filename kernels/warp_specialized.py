@@ -64,9 +64,10 @@ def warp_specialized_fwd(
     """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
     key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
     the sum of v's anchor rows. Every load up to the end of the loop is a tensor-descriptor
-    load and the loop has no tail step, because the compiler's warp-specialisation pass (triton 3.6, sm_90) crashes on
-    a pointer load or an in-register rotation of q before the loop and skips a loop followed
-    by another step: so q is rotated by the pre-pass too, and each tile masks keys past 2N."""
+    load and the loop has no tail step, because the compiler's warp-specialisation pass
+    (triton 3.6, sm_90) crashes on a pointer load or an in-register rotation of q before the
+    loop and skips a loop followed by another step: so q is rotated by the pre-pass too, and
+    each tile masks the keys past 2N."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
@@ -155,9 +156,11 @@ tuned_kernel = triton.autotune(configs=_configs(), key=["num_video", "num_anchor
 
 
 def config_name(config: triton.Config) -> str:
-    """A meta-parameter config as the main module's name for it ("128x128 w4 s2 split flat tma ws")."""
-    return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
-            "split flat tma ws")
+    """A meta-parameter config by the main module's name for it ("128x128 w4 s2 split flat tma ws")."""
+    from .anchor_attention import _config, config_name as named
+
+    return named(_config(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages,
+                         split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True))
 
 
 def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float,
