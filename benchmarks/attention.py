@@ -24,9 +24,10 @@ TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole 
 attention, although the kernel folds the anchors and skips their rows).
 
 One configuration at a time (`--candidate "once: 128x64 w8 s3 split flat"`, keys mode then
-config name, listed or not; `--list-candidates` prints the Hopper lists' candidates, one a line):
-that config alone, timed and checked as above at each shape, one JSON line per shape as soon
-as it is measured. scripts/gpu_checks.sh runs every candidate in its own process with a time
+config name, listed or not, or a baseline, "sdpa: flash" or "sdpa: default" on pre-rotated q/k;
+`--list-candidates` prints the Hopper lists' candidates and the baselines, one a line): that
+config alone, timed and checked as above at each shape, one JSON line per shape as soon as it
+is measured. scripts/gpu_checks.sh runs every candidate in its own process with a time
 limit, so that one which fails to compile, or hangs the GPU, costs only its own entry.
 
 CUDA only:
@@ -112,6 +113,10 @@ def sdpa_default(q, k, v):
     with torch 2.11 the 14B step ran faster than flash-only timings allow: cuDNN attention)."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
+
+
+# The `--candidate` baselines, "sdpa: NAME".
+SDPA_BASELINES = {"flash": flash, "default": sdpa_default}
 
 
 def reference_fp32(qr, kr, v, chunk: int = 2048):
@@ -231,28 +236,39 @@ def hopper_candidates() -> list[str]:
     )
 
     return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS + WARP_SPECIALIZED_CONFIGS]
-            + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS])
+            + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS]
+            + [f"sdpa: {name}" for name in SDPA_BASELINES])
 
 
 def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
     """One configuration (`--candidate`), without the autotuner: its time at the real shape
     (measure(fn) -> (ms, peak GiB), `cuda_measure` on a GPU) and its error on `check_heads`
-    heads under the tolerance rule of `check_shape`."""
+    heads under the tolerance rule of `check_shape`. "sdpa: flash" and "sdpa: default" are the
+    baselines, timed in the same sweep so that ratios are measured side by side; their q/k are
+    rotated outside the timed call (RoPE not counted: in SDPA's favour)."""
     from sama_rt.kernels.anchor_attention import AttentionPrecision, KeyRotation, _launch, parse_config_name
 
     keys_name, _, config_text = entry.partition(":")
-    keys, config = KeyRotation.parse(keys_name.strip()), parse_config_name(config_text)
+    if keys_name.strip() == "sdpa":
+        sdpa = SDPA_BASELINES[config_text.strip()]
 
-    def run(q, k, v, cos, sin):
-        return _launch(q, k, v, cos, sin, NUM_ANCHOR, HEAD_DIM**-0.5, AttentionPrecision.NATIVE, keys, config)
+        def prepare(q, k, v, cos, sin):
+            qr, kr = rotate(q, k, cos, sin)
+            return lambda: sdpa(qr, kr, v)
+    else:
+        keys, config = KeyRotation.parse(keys_name.strip()), parse_config_name(config_text)
 
-    q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS)
-    run(q, k, v, cos, sin)  # compile outside the timed region
-    ms, peak = measure(lambda: run(q, k, v, cos, sin))
-    del q, k, v
+        def prepare(q, k, v, cos, sin):
+            scale = HEAD_DIM**-0.5
+            return lambda: _launch(q, k, v, cos, sin, NUM_ANCHOR, scale, AttentionPrecision.NATIVE, keys, config)
+
+    run = prepare(*make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS))
+    run()  # compile outside the timed region
+    ms, peak = measure(run)
+    del run
     q, k, v, cos, sin = make_inputs(*SHAPES[name], batch=1, heads=check_heads, seed=1)
     ref = reference_fp32(*rotate(q.float(), k.float(), cos, sin), v)
-    err = (run(q, k, v, cos, sin).float() - ref).abs().max().item()
+    err = (prepare(q, k, v, cos, sin)().float() - ref).abs().max().item()
     flash_err = (flash(*rotate(q, k, cos, sin), v).float() - ref).abs().max().item()
     return {"shape": name, "candidate": entry, "ms": ms, "tflops": attention_flops(2 * cos.shape[0] + NUM_ANCHOR)
             / (ms * 1e-3) / 1e12, "peak_mem_gib": peak, "err": err, "flash_err": flash_err,

@@ -15,9 +15,9 @@
 # (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh kernel  # ~6-7 min: every attention kernel config alone (the
-#                                      # warp-specialised ones too), the compiled tests, and
-#                                      # the 14B step with the warp-specialised kernel and with
-#                                      # the Triton kernel
+#                                      # warp-specialised ones too) and the SDPA baselines, the
+#                                      # 14B step with the warp-specialised kernel, with SDPA and
+#                                      # with the Triton kernel, the compiled tests
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
@@ -95,6 +95,7 @@ TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
 # Not when the sweep saw a warp-specialised config fail or hang (its time is better spent elsewhere).
 TIMEOUT[ws49]=180;    CMD[ws49]="if grep -qE ' ws\", \"rc\"' $out/sweep.out 2>/dev/null; then echo 'a ws config failed in the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-ws --profile"
+TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
@@ -104,7 +105,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests ws49 step49"
+GROUP[kernel]="setup sweep ws49 sdpa49 step49 tests"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "ws49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
+STEP_SECTIONS = ("step49", "ws49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
                  "compile49", "compile81", "offload49", "fastest49")
 
 
@@ -74,15 +74,20 @@ def sweep_table(folder: Path) -> list[str]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
     if not rows:
         return []
-    lines = ["Each candidate alone (`benchmarks/attention.py --candidate`, its own process, no autotuner):", "",
-             "| shape | candidate | ms | TFLOP/s | peak GiB | err (flash err) | passed |", "|---|---|---|---|---|---|---|"]
+    # The baseline measured in the same sweep, per shape: SDPA with torch's own backend choice.
+    baseline = {r["shape"]: r["ms"] for r in rows if r.get("candidate") == "sdpa: default" and "ms" in r}
+    lines = ["Each candidate alone (`benchmarks/attention.py --candidate`, its own process, no autotuner; "
+             "speedup: sdpa: default's time at the shape, same run, over the candidate's):", "",
+             "| shape | candidate | ms | TFLOP/s | speedup | peak GiB | err (flash err) | passed |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "ms" in r:
-            lines.append(f"| {r['shape']} | {r['candidate']} | {r['ms']:.2f} | {r['tflops']:.1f} | "
+            speedup = f"{baseline[r['shape']] / r['ms']:.2f}x" if r["shape"] in baseline else "-"
+            lines.append(f"| {r['shape']} | {r['candidate']} | {r['ms']:.2f} | {r['tflops']:.1f} | {speedup} | "
                          f"{r['peak_mem_gib']:.2f} | {r['err']:.2e} ({r['flash_err']:.2e}) | {r['passed']} |")
         elif not any(m.get("candidate") == r["candidate"] and "ms" in m for m in rows):  # (else: a failed check)
             lines.append(f"| - | {r['candidate']} | exit {r['rc']}{' (time limit)' if r['rc'] == 124 else ''} "
-                         "| - | - | - | - |")
+                         "| - | - | - | - | - |")
     return lines + [""]
 
 

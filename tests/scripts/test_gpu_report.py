@@ -48,7 +48,9 @@ def test_report_from_real_outputs(tmp_path):
         json.dumps({"shape": "49f", "candidate": "once: 128x64 w8 s3 split", "ms": 150.0, "tflops": 451.0,
                     "peak_mem_gib": 4.5, "err": 9e-4, "flash_err": 2e-4, "passed": False}),
         '{"candidate": "once: 128x64 w8 s3 split", "rc": 1}',
-        '{"candidate": "in-loop: 64x32 w4 s3 split", "rc": 1}']))
+        '{"candidate": "in-loop: 64x32 w4 s3 split", "rc": 1}',
+        json.dumps({"shape": "49f", "candidate": "sdpa: default", "ms": 112.0, "tflops": 602.7,
+                    "peak_mem_gib": 4.0, "err": 2e-4, "flash_err": 2e-4, "passed": True})]))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
     (tmp_path / "step81.out").write_text("Traceback: CUDA out of memory")  # a failed section
     (tmp_path / "summary.txt").write_text("== step49: rc=0 in 40s (limit 150s)\n== step81: rc=1 in 9s (limit 200s)\n")
@@ -56,13 +58,15 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81 (see their .err files)." in text
-    assert "Not run: ws49, stages49," in text  # not in summary.txt: not run, not failed
+    assert "Not run: ws49, sdpa49, stages49," in text  # not in summary.txt: not run, not failed
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
     # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
     assert "| 49f | triton | 128x64 w8 s2 split | failed | - |" in text
     assert "| 49f | sdpa flash (pre-rotated) | 12.00 | 500.0 | 1.00x | 3.00 |  |" in text
-    assert "| 49f | once: 128x64 w8 s3 split flat | 140.00 | 482.3 | 4.50 | 2.00e-04 (2.00e-04) | True |" in text
+    # the speedup over SDPA's own backend choice, timed in the same sweep (112 ms / 140 ms)
+    assert "| 49f | once: 128x64 w8 s3 split flat | 140.00 | 482.3 | 0.80x | 4.50 | 2.00e-04 (2.00e-04) | True |" in text
+    assert "| 49f | sdpa: default | 112.00 | 602.7 | 1.00x |" in text
     assert "| - | once: 128x128 w8 s2 split flat tma | exit 124 (time limit) |" in text
     assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
     assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
@@ -114,13 +118,15 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
 
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     monkeypatch.setitem(attention.SHAPES, "tiny", (1, 3, 6))
-    for entry in ("once: 16x16 w4 s1 split flat", "in-loop: 16x16 w4 s1 split"):
+    for entry in ("once: 16x16 w4 s1 split flat", "in-loop: 16x16 w4 s1 split", "sdpa: flash", "sdpa: default"):
         result = attention.time_candidate(entry, "tiny", 2, lambda fn: (fn() is not None) * (2.0, 0.5))
         assert result["candidate"] == entry and result["ms"] == 2.0 and result["peak_mem_gib"] == 0.5
         assert result["passed"] and 0 < result["err"] <= 2 * result["flash_err"] + attention.ATOL, result
+    baselines = [entry for entry in attention.hopper_candidates() if entry.startswith("sdpa: ")]
+    assert baselines == ["sdpa: flash", "sdpa: default"]
     for entry in attention.hopper_candidates():
         keys, _, name = entry.partition(": ")
-        assert keys in ("once", "in-loop")
-        assert config_name(parse_config_name(name)) == name
+        assert keys in ("once", "in-loop", "sdpa")
+        assert keys == "sdpa" or config_name(parse_config_name(name)) == name
     with pytest.raises(ValueError, match="not a config name"):
         parse_config_name("128x64 s3")
