@@ -262,6 +262,12 @@ def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
             scale = HEAD_DIM**-0.5
             return lambda: _launch(q, k, v, cos, sin, NUM_ANCHOR, scale, AttentionPrecision.NATIVE, keys, config)
 
+    return measure_prepared(entry, name, check_heads, measure, prepare)
+
+
+def measure_prepared(entry: str, name: str, check_heads: int, measure, prepare) -> dict:
+    """`time_candidate` for any method: prepare(q, k, v, cos, sin) returns the call to time
+    at the real shape and to check on `check_heads` heads; `entry` names it in the result."""
     run = prepare(*make_inputs(*SHAPES[name], batch=BATCH, heads=HEADS))
     run()  # compile outside the timed region
     ms, peak = measure(run)

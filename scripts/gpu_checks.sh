@@ -77,6 +77,17 @@ sweep_candidates() {
 }
 export -f sweep_candidates
 
+# The warp-specialised kernel's variants (benchmarks/warp_specialized.py), each alone, the same
+# way; WS_FILTER picks among them.
+ws_variants() {
+  python benchmarks/warp_specialized.py --list | grep -E -- "${WS_FILTER:-.}" | while IFS= read -r c; do
+    timeout -k 10 "${SWEEP_LIMIT_S:-60}" python benchmarks/warp_specialized.py --variant "$c" --shapes "${WS_SHAPES:-n70,n96,49f}"
+    rc=$?
+    (( rc == 0 )) || printf '{"candidate": "%s", "rc": %d}\n' "$c" "$rc"
+  done
+}
+export -f ws_variants
+
 # name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
 bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
 declare -A TIMEOUT CMD
@@ -86,6 +97,7 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
+TIMEOUT[variants]=420; CMD[variants]="ws_variants"
 # With the tensor-memory-accelerator candidates left out of autotuning if the sweep saw one fail.
 TIMEOUT[step49]=180;  CMD[step49]="grep -qE ' tma\", \"rc\"' $out/sweep.out 2>/dev/null && export SAMA_RT_ATTENTION_TMA=0; $bench14 --frames 49 --attention triton --profile"
 TIMEOUT[reference49]=240; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference --profile"

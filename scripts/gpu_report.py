@@ -67,17 +67,22 @@ def attention_table(result: dict) -> list[str]:
     return lines
 
 
-def sweep_table(folder: Path) -> list[str]:
+def _json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
+
+
+def sweep_table(folder: Path, section: str = "sweep") -> list[str]:
     """The `sweep` section's JSON lines: each anchor-attention candidate alone, or its exit code
-    where it failed or ran out of time (124)."""
-    path = folder / "sweep.out"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")] if path.is_file() else []
+    where it failed or ran out of time (124); the `variants` section's likewise."""
+    rows = _json_lines(folder / f"{section}.out")
     if not rows:
         return []
-    # The baseline measured in the same sweep, per shape: SDPA with torch's own backend choice.
-    baseline = {r["shape"]: r["ms"] for r in rows if r.get("candidate") == "sdpa: default" and "ms" in r}
-    lines = ["Each candidate alone (`benchmarks/attention.py --candidate`, its own process, no autotuner; "
-             "speedup: sdpa: default's time at the shape, same run, over the candidate's):", "",
+    # The baseline measured in the same run's sweep, per shape: SDPA with torch's own backend choice.
+    baseline = {r["shape"]: r["ms"] for r in _json_lines(folder / "sweep.out")
+                if r.get("candidate") == "sdpa: default" and "ms" in r}
+    script = "benchmarks/attention.py --candidate" if section == "sweep" else "benchmarks/warp_specialized.py --variant"
+    lines = [f"Each {'candidate' if section == 'sweep' else 'variant'} alone (`{script}`, its own process, no "
+             "autotuner; speedup: the sweep's sdpa: default time at the shape, same run, over this one's):", "",
              "| shape | candidate | ms | TFLOP/s | speedup | peak GiB | err (flash err) | passed |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -163,6 +168,7 @@ def report(folder: Path, date: str) -> str:
     if attention is not None:
         lines += attention_table(attention) + [""]
     lines += sweep_table(folder)
+    lines += sweep_table(folder, "variants")
     if steps:
         lines += ["DiT step, random weights, CFG batch 2 (`sama-rt bench`):", ""]
         lines += step_table(steps) + [""] + profile_table(steps) + stage_table(steps)

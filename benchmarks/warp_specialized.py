@@ -1,0 +1,92 @@
+"""The warp-specialised anchor-attention kernel (kernels/warp_specialized.py) in its variants,
+each checked and timed alone, so that a wrong or slow result can be pinned on one thing.
+
+A variant is a tile config and two switches (`--list` prints them, one a line):
+  "128x64 w4 s2 ws device": warp-specialised (`ws`) or the same loop compiled plain (`plain`);
+  tensor descriptors made in the kernel head by head (`device`) or on the host (`host`).
+
+For each shape (the real ones of benchmarks/attention.py, 49f and 81f, and small ones whose
+2N keys end inside a tile or on a tile boundary, 2 to 3 tiles: n70, n96) it prints one JSON line
+as benchmarks/attention.py --candidate does: median ms at B=2, 40 heads, bf16, and the error
+on two heads against a float32 reference under the tolerance rule "<= 2x SDPA flash's bf16
+error + 1e-4", with `passed`. Each variant in its own process (a miscompiled loop may hang):
+
+    python benchmarks/warp_specialized.py --list
+    python benchmarks/warp_specialized.py --variant "128x64 w4 s2 ws host" [--shapes n70,n96,49f]
+
+CUDA with sm_90 only (tensor-memory-accelerator loads, Hopper warp specialisation).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = ("128x64 w4 s2", "128x128 w4 s2", "128x64 w4 s3")
+SMALL_SHAPES = {"n70": (2, 5, 7), "n96": (2, 6, 8)}
+
+
+def _attention_benchmark():
+    spec = importlib.util.spec_from_file_location("_attention_benchmark", ROOT / "benchmarks" / "attention.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def variants() -> list[str]:
+    return [f"{config} {ws} {where}" for where in ("device", "host") for ws in ("ws", "plain") for config in CONFIGS]
+
+
+def parse_variant(text: str) -> tuple[object, bool, bool]:
+    """(triton.Config, warp_specialize, host_descriptors) of a variant's name."""
+    from sama_rt.kernels.anchor_attention import parse_config_name
+
+    *config, ws, where = text.split()
+    if ws not in ("ws", "plain") or where not in ("device", "host"):
+        raise ValueError(f"not a variant: {text!r} (e.g. '128x64 w4 s2 ws host')")
+    return parse_config_name(" ".join(config) + " split flat tma ws"), ws == "ws", where == "host"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", help="one variant, e.g. '128x64 w4 s2 ws host'")
+    parser.add_argument("--shapes", default="n70,n96,49f")
+    parser.add_argument("--list", action="store_true", help="print the variants, one a line")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(variants()))
+        return 0
+    if not args.variant:
+        parser.error("--variant or --list")
+    config, warp_specialize, host_descriptors = parse_variant(args.variant)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
+        print("benchmarks/warp_specialized.py needs a Hopper GPU (sm_90)", file=sys.stderr)
+        return 2
+    from sama_rt.kernels.warp_specialized import launch_warp_specialized
+
+    attention = _attention_benchmark()
+    attention.SHAPES.update(SMALL_SHAPES)
+
+    def prepare(q, k, v, cos, sin):
+        return lambda: launch_warp_specialized(q, k, v, cos, sin, attention.NUM_ANCHOR, attention.HEAD_DIM**-0.5,
+                                               config, warp_specialize, host_descriptors)
+
+    passed = True
+    for name in args.shapes.split(","):
+        result = attention.measure_prepared(args.variant, name.strip(), 2,
+                                            lambda fn: attention.cuda_measure(fn, 100, 500), prepare)
+        print(json.dumps(result), flush=True)
+        passed = passed and result["passed"]
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
