@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("128x64 w4 s2", "128x128 w4 s2", "128x64 w4 s3")
+CONFIGS = ("128x64 w4 s2", "128x128 w4 s2", "128x64 w4 s3", "128x64 w8 s2", "128x64 w8 s3", "128x128 w8 s2")
 SMALL_SHAPES = {"n70": (2, 5, 7), "n96": (2, 6, 8)}
 
 
