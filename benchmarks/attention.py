@@ -14,8 +14,8 @@ whichever call comes first at a shape tunes it, and that must be the full-size o
    against the native bf16 kernel. A failed check is reported and sets the exit code 1.
 2. Timing with triton.testing.do_bench (warm-up, median over repetitions, autotuning done
    before timing) of the kernel as the model's --attention backends run it: triton (keys
-   rotated once into a copy), triton-in-loop, triton-fp8 (sm_89+), triton-ws (the warp-
-   specialised kernel, sm_90+); SDPA flash on pre-rotated q/k,
+   rotated once into a copy), triton-in-loop, triton-fp8 (sm_89+), triton-copies (q, k, v
+   copied, one loop; sm_90+); SDPA flash on pre-rotated q/k,
    RoPE + SDPA flash, and SDPA with torch's own backend choice on pre-rotated q/k (what the
    model's `sdpa` attention runs: cuDNN's where torch prefers it). For the Triton methods
    also every autotune candidate's time as the autotuner measured it (`candidates`).
@@ -187,7 +187,7 @@ def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
     if with_fp8:
         methods["triton-fp8"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8")
     if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) >= (9, 0):
-        methods["triton-ws"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="copies")
+        methods["triton-copies"] = lambda: anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="copies")
     methods["sdpa flash (pre-rotated)"] = lambda: flash(qr, kr, v)
     methods["rope + sdpa flash"] = lambda: flash(*rotate(q, k, cos, sin), v)
     methods["sdpa default (pre-rotated)"] = lambda: sdpa_default(qr, kr, v)
@@ -226,16 +226,17 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
 
 
 def hopper_candidates() -> list[str]:
-    """The Hopper autotune candidates, then the warp-specialised kernel's configs (not autotuned
-    yet), as "keys: config" entries for `--candidate`."""
+    """The Hopper autotune candidates of keys once, keys="copies" and in-loop, then the SDPA
+    baselines, as "keys: config" entries for `--candidate`."""
     from sama_rt.kernels.anchor_attention import (
         HOPPER_CONFIGS,
+        ROTATED_COPIES_CONFIGS,
         ROTATED_KEYS_HOPPER_CONFIGS,
-        WARP_SPECIALIZED_CONFIGS,
         config_name,
     )
 
-    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS + WARP_SPECIALIZED_CONFIGS]
+    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
+            + [f"copies: {config_name(c)}" for c in ROTATED_COPIES_CONFIGS]
             + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS]
             + [f"sdpa: {name}" for name in SDPA_BASELINES])
 

@@ -12,9 +12,10 @@ overlaps them with the dots) and tensor-memory-accelerator loads (TMA: UTMALDG),
 shared-memory stores (STS: data staged through registers, such
 as the rotated k tile, on its way to the dots), and which tensor-core instructions the dots
 became. These are the facts the config lists were chosen from; speed
-itself needs a GPU (benchmarks/attention.py). Then the warp-specialised kernel's configs
-(kernels/warp_specialized.py): the warps it was compiled with and the warps Triton made of
-them, and the register budgets (setmaxnreg) its warpgroups trade.
+itself needs a GPU (benchmarks/attention.py). Then the rotated-copies kernel's configs
+(kernels/rotated_copies.py), as they run and warp-specialised (wrong on the H100 with Triton
+3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
+register budgets (setmaxnreg) the warp-specialised warpgroups trade.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
-from sama_rt.kernels.warp_specialized import compile_warp_specialized  # noqa: E402
+from sama_rt.kernels.rotated_copies import compile_rotated_copies  # noqa: E402
 
 kernel = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
 
@@ -117,14 +118,16 @@ def main() -> int:
                      "stages": spec.num_stages, "precision": spec.precision, "split_loads": spec.split_loads,
                      "keys": _keys_label(spec), "in_autotune_list": listed(spec),
                      "shared_kib": compiled.shared_mem // 1024, **sass_stats(compiled.cubin)})
-    # The warp-specialised kernel (kernels/warp_specialized.py): its configs, compiled for sm_90.
-    for c in kernel.WARP_SPECIALIZED_CONFIGS:
+    # kernels/rotated_copies.py: its configs compiled for sm_90, plain and warp-specialised.
+    for c in kernel.ROTATED_COPIES_CONFIGS:
         m, n, warps, stages = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
-        compiled = compile_warp_specialized(m, n, warps, stages, head_dim=args.head_dim, dtype=args.dtype)
-        rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": f"{warps} -> {compiled.metadata.num_warps}",
-                     "stages": stages, "precision": "native", "split_loads": True,
-                     "keys": "q, k, v copied, warp-specialised", "in_autotune_list": False,
-                     "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
+        for ws in (False, True):
+            compiled = compile_rotated_copies(m, n, warps, stages, head_dim=args.head_dim, dtype=args.dtype,
+                                              warp_specialize=ws)
+            rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": f"{warps} -> {compiled.metadata.num_warps}",
+                         "stages": stages, "precision": "native", "split_loads": True,
+                         "keys": "q, k, v copied" + (", warp-specialised" if ws else ""), "in_autotune_list": not ws,
+                         "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
     if args.json:
         print(json.dumps(rows))
         return 0

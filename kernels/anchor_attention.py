@@ -21,8 +21,9 @@ rotates the video keys once into a copy that the loop reads straight into the do
 arithmetic, bit-identical in the interpreter with the same tiles), for larger tiles: 1.65x
 faster on an H100 (docs/BENCHMARKS.md), and what the model's `triton` attention runs. Its
 autotune list also holds FLAT_KEYS configs, which walk the copy as one key sequence with one
-full-width dot per tile (q joined into the copy's channel order once). kernels/warp_specialized.py
-holds the form of that loop which Triton warp-specialises on Hopper (its configs end in " ws").
+full-width dot per tile (q joined into the copy's channel order once). kernels/rotated_copies.py
+holds that loop alone over rotated copies of q and k and a copy of v (`keys="copies"`, Hopper;
+its configs end in " copies").
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
@@ -79,8 +80,8 @@ class KeyRotation(Choice):
     and head) that the loop reads straight into the dots, freeing the registers the rotation
     holds for larger key tiles. Same numbers: the rotation and its rounding to k's dtype are
     the same, only their place differs. COPIES: q and k rotated once and v copied without its
-    anchor rows, all three by pre-passes, for the single warp-specialised loop of
-    kernels/warp_specialized.py (Hopper only: tensor-memory-accelerator loads; three copies,
+    anchor rows, all three by pre-passes, for the single loop of kernels/rotated_copies.py
+    (Hopper only: tensor-memory-accelerator loads; three copies,
     ~3x the memory of ONCE; q rounded to its dtype after rotation, as SDPA on pre-rotated q
     sees it). fp8 has only IN_LOOP.
     """
@@ -624,13 +625,13 @@ _INTERPRETED = not isinstance(anchor_attention_fwd, triton.runtime.JITFunction)
 
 
 def _config(block_m: int, block_n: int, num_warps: int, num_stages: int, split_loads: bool = False,
-            flat_keys: bool = False, tma_keys: bool = False, warp_specialized: bool = False) -> triton.Config:
-    """warp_specialized: run kernels/warp_specialized.py's kernel instead (with flat_keys and
-    tma_keys; never an autotune candidate, see there)."""
+            flat_keys: bool = False, tma_keys: bool = False, rotated_copies: bool = False) -> triton.Config:
+    """rotated_copies: run kernels/rotated_copies.py's kernel instead (with flat_keys and
+    tma_keys; its own autotune list, ROTATED_COPIES_CONFIGS)."""
     kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOADS": split_loads, "FLAT_KEYS": flat_keys,
               "TMA_KEYS": tma_keys}
-    if warp_specialized:
-        kwargs["WARP_SPECIALIZED"] = True
+    if rotated_copies:
+        kwargs["ROTATED_COPIES"] = True
     return triton.Config(kwargs, num_warps=num_warps, num_stages=num_stages)
 
 
@@ -669,14 +670,16 @@ ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 128, 8, 3, split_loads=True, flat_keys=True),
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
 )
-# kernels/warp_specialized.py's kernel (q, keys and values copied once, one top-level loop
-# that the compiler warp-specialises on Hopper: 4 warps become 12, one producer and two
-# consumer warpgroups; 112-176 KiB shared, no spills). Not autotune candidates until timed
-# and checked on a GPU: `benchmarks/attention.py --candidate` runs them.
-WARP_SPECIALIZED_CONFIGS = (
-    _config(128, 128, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
-    _config(128, 64, 4, 3, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
-    _config(128, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True),
+# kernels/rotated_copies.py's kernel (q, keys and values copied once, one loop over 2N keys;
+# 98-164 KiB shared, no spills), what keys="copies" autotunes over. Each alone on the H100 of
+# 2026-11-26 (benchmarks/rotated_copies.py, B=2, 40 heads, bf16, ms at 49 frames): 128x64 w4
+# s2 133.8 (505 TFLOP/s; the fastest Triton loop measured, torch's cuDNN attention 118.8 in
+# the same run), 128x64 w8 s3 143.5, 128x64 w4 s3 149.0; slower: 128x128 w8 s2 161.2,
+# 128x64 w8 s2 180.1, 128x128 w4 s2 392.4.
+ROTATED_COPIES_CONFIGS = (
+    _config(128, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(128, 64, 4, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
 )
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
@@ -765,23 +768,23 @@ def config_name(config: triton.Config) -> str:
     loads = "split" if config.kwargs.get("SPLIT_LOADS") else "strided"
     flat = " flat" if config.kwargs.get("FLAT_KEYS") else ""
     tma = " tma" if config.kwargs.get("TMA_KEYS") else ""
-    ws = " ws" if config.kwargs.get("WARP_SPECIALIZED") else ""
+    copies = " copies" if config.kwargs.get("ROTATED_COPIES") else ""
     return (f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} w{config.num_warps} s{config.num_stages} "
-            f"{loads}{flat}{tma}{ws}")
+            f"{loads}{flat}{tma}{copies}")
 
 
 def parse_config_name(name: str) -> triton.Config:
     """The config a `config_name` names ("128x64 w8 s3 split flat"), for benchmarks that time
     one configuration, listed or not."""
-    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+) (split|strided)( flat)?( tma)?( ws)?", name.strip())
+    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+) (split|strided)( flat)?( tma)?( copies)?", name.strip())
     if match is None:
         raise ValueError(f"not a config name: {name!r} (expected e.g. '128x64 w8 s3 split flat')")
     block_m, block_n, warps, stages = (int(g) for g in match.groups()[:4])
     return _config(block_m, block_n, warps, stages, split_loads=match[5] == "split", flat_keys=bool(match[6]),
-                   tma_keys=bool(match[7]), warp_specialized=bool(match[8]))
+                   tma_keys=bool(match[7]), rotated_copies=bool(match[8]))
 
 
-# The autotuner whose kernel ran last (this module's or kernels/warp_specialized.py's), and how
+# The autotuner whose kernel ran last (this module's or kernels/rotated_copies.py's), and how
 # to name its configs: for `tuned_config` and `autotune_timings`.
 _last_tuned: list = []
 
@@ -791,8 +794,8 @@ def _ran(tuner, name_of) -> None:
 
 
 def tuned_config() -> str | None:
-    """The configuration the autotuner ran last (`config_name`; the warp-specialised kernel's
-    end in " ws"), for the benchmarks to report; None before any run."""
+    """The configuration the autotuner ran last (`config_name`; kernels/rotated_copies.py's
+    end in " copies"), for the benchmarks to report; None before any run."""
     if not _last_tuned:
         return None
     tuner, name_of = _last_tuned
@@ -805,9 +808,9 @@ def autotune_timings(run) -> dict[str, float | None]:
     of each candidate config by `config_name` (None: it failed to compile or run), or {} when
     it measured nothing (a shape already tuned, or the interpreter's single config; a lone
     candidate left by pruning, as with SAMA_RT_AUTOTUNE=0, is still timed)."""
-    from .warp_specialized import tuned_kernel as warp_specialized_tuner
+    from .rotated_copies import tuned_kernel as rotated_copies_tuner
 
-    for tuner in (_tuned_kernel, warp_specialized_tuner):
+    for tuner in (_tuned_kernel, rotated_copies_tuner):
         tuner.configs_timings = {}
     run()
     if not _last_tuned:
@@ -933,25 +936,25 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
     rotated_keys = keys is KeyRotation.ONCE
-    warp_specialized = keys is KeyRotation.COPIES or bool(config is not None and config.kwargs.get("WARP_SPECIALIZED"))
+    rotated_copies = keys is KeyRotation.COPIES or bool(config is not None and config.kwargs.get("ROTATED_COPIES"))
     if fp8 and keys is not KeyRotation.IN_LOOP:
         raise ValueError(f"keys={keys.value!r} is a native-precision variant; fp8 rotates its keys in the loop")
     if config is not None and config.kwargs.get("FLAT_KEYS") and keys is KeyRotation.IN_LOOP:
         raise ValueError("a FLAT_KEYS config reads the rotated key copy: use it with keys='once'")
-    if keys is KeyRotation.COPIES and config is not None and not config.kwargs.get("WARP_SPECIALIZED"):
-        raise ValueError("keys='copies' runs the warp-specialised kernel: give it one of WARP_SPECIALIZED_CONFIGS")
+    if keys is KeyRotation.COPIES and config is not None and not config.kwargs.get("ROTATED_COPIES"):
+        raise ValueError("keys='copies' runs kernels/rotated_copies.py: give it one of ROTATED_COPIES_CONFIGS")
     if config is not None and config.kwargs.get("TMA_KEYS"):
         if not config.kwargs.get("FLAT_KEYS"):
             raise ValueError("TMA_KEYS is a form of the flat loop: set FLAT_KEYS too")
         if head_dim & (head_dim - 1):
             raise ValueError(f"TMA_KEYS needs a power-of-two head_dim (a descriptor's block shape), got {head_dim}")
-    if config is not None and config.kwargs.get("WARP_SPECIALIZED") and not config.kwargs.get("TMA_KEYS"):
-        raise ValueError("the warp-specialised kernel is a form of the TMA loop: set FLAT_KEYS and TMA_KEYS too")
+    if config is not None and config.kwargs.get("ROTATED_COPIES") and not config.kwargs.get("TMA_KEYS"):
+        raise ValueError("the rotated-copies kernel is a form of the TMA loop: set FLAT_KEYS and TMA_KEYS too")
     if q.device.type == "cuda":
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
-        if warp_specialized and torch.cuda.get_device_capability(q.device) < (9, 0):
-            raise ValueError("keys='copies' (the warp-specialised kernel) needs a Hopper GPU or newer "
+        if rotated_copies and torch.cuda.get_device_capability(q.device) < (9, 0):
+            raise ValueError("keys='copies' (kernels/rotated_copies.py) needs a Hopper GPU or newer "
                              "(tensor-memory-accelerator loads); use keys='once'")
     elif not _INTERPRETED:
         raise RuntimeError(
@@ -964,11 +967,11 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         if seq_len * t.stride(1) + num_heads * t.stride(2) >= 2**31:
             raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
     cos, sin = cos.contiguous(), sin.contiguous()
-    if warp_specialized:
-        from .warp_specialized import launch_warp_specialized
+    if rotated_copies:
+        from .rotated_copies import launch_rotated_copies
 
         with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
-            return launch_warp_specialized(q, k, v, cos, sin, num_anchor, scale, config)
+            return launch_rotated_copies(q, k, v, cos, sin, num_anchor, scale, config)
 
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     half_pad, dim_pad = padded_dims(head_dim, fp8)

@@ -61,8 +61,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attention", default="auto", choices=attention_backend_names(),
                    help="self-attention: auto is SDPA (fastest measured on an H100); triton runs the fused "
                         "anchor-attention kernel, triton-in-loop the same kernel rotating keys in its loop "
-                        "(less memory, slower), triton-fp8 its FP8 variant (an approximation), triton-ws its "
-                        "warp-specialised form for Hopper (q, k, v copied; not yet timed)")
+                        "(less memory, slower), triton-fp8 its FP8 variant (an approximation), triton-copies its "
+                        "fastest form on Hopper (q, k, v copied: more memory)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")

@@ -69,8 +69,8 @@ def collect_info() -> dict:
         # Without CUDA, Triton is available only as the CPU interpreter, which runs fp8 too.
         "triton-fp8": {"available": triton_ok and (fp8_ok or not cuda),
                        "why": fp8_why if triton_ok and cuda else triton_why},
-        "triton-ws": {"available": triton_ok and (hopper_ok or not cuda),
-                      "why": hopper_why if triton_ok and cuda else triton_why},
+        "triton-copies": {"available": triton_ok and (hopper_ok or not cuda),
+                          "why": hopper_why if triton_ok and cuda else triton_why},
     }
     info["runtime"] = {
         "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},
@@ -101,9 +101,9 @@ def _fp8_support(cuda: bool) -> tuple[bool, str]:
 
 
 def _hopper_support(cuda: bool) -> tuple[bool, str]:
-    """Tensor-memory-accelerator loads (9.0+), which the warp-specialised attention kernel
+    """Tensor-memory-accelerator loads (9.0+), which the rotated-copies attention kernel
     reads all its tiles with."""
-    return _capability_support(cuda, (9, 0), "the warp-specialised kernel's TMA loads")
+    return _capability_support(cuda, (9, 0), "the rotated-copies kernel's TMA loads")
 
 
 def format_info(info: dict) -> str:

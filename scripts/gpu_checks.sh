@@ -15,8 +15,8 @@
 # (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh kernel  # ~6-7 min: every attention kernel config alone (the
-#                                      # warp-specialised ones too) and the SDPA baselines, the
-#                                      # 14B step with the warp-specialised kernel, with SDPA and
+#                                      # rotated-copies ones too) and the SDPA baselines, the
+#                                      # 14B step with the rotated-copies kernel, with SDPA and
 #                                      # with the Triton kernel, the compiled tests
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
@@ -77,16 +77,17 @@ sweep_candidates() {
 }
 export -f sweep_candidates
 
-# The warp-specialised kernel's variants (benchmarks/warp_specialized.py), each alone, the same
-# way; WS_FILTER picks among them.
-ws_variants() {
-  python benchmarks/warp_specialized.py --list | grep -E -- "${WS_FILTER:-.}" | while IFS= read -r c; do
-    timeout -k 10 "${SWEEP_LIMIT_S:-60}" python benchmarks/warp_specialized.py --variant "$c" --shapes "${WS_SHAPES:-n70,n96,49f}"
+# The rotated-copies kernel's variants (benchmarks/rotated_copies.py: warp-specialised or not,
+# descriptors made on the host or in the kernel), each alone, the same way; VARIANT_FILTER
+# picks among them.
+copies_variants() {
+  python benchmarks/rotated_copies.py --list | grep -E -- "${VARIANT_FILTER:-.}" | while IFS= read -r c; do
+    timeout -k 10 "${SWEEP_LIMIT_S:-60}" python benchmarks/rotated_copies.py --variant "$c" --shapes "${VARIANT_SHAPES:-n70,n96,49f}"
     rc=$?
     (( rc == 0 )) || printf '{"candidate": "%s", "rc": %d}\n' "$c" "$rc"
   done
 }
-export -f ws_variants
+export -f copies_variants
 
 # name: timeout seconds, then the command (stdout -> $out/name.out, stderr -> $out/name.err)
 bench14="python -m sama_rt bench --config sama-14b --resolution 480x832 --steps 2 --warmup 1 --json"
@@ -97,7 +98,7 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
-TIMEOUT[variants]=420; CMD[variants]="ws_variants"
+TIMEOUT[variants]=420; CMD[variants]="copies_variants"
 # With the tensor-memory-accelerator candidates left out of autotuning if the sweep saw one fail.
 TIMEOUT[step49]=180;  CMD[step49]="grep -qE ' tma\", \"rc\"' $out/sweep.out 2>/dev/null && export SAMA_RT_ATTENTION_TMA=0; $bench14 --frames 49 --attention triton --profile"
 TIMEOUT[reference49]=240; CMD[reference49]="$bench14 --frames 49 --attention sdpa --compare-reference --profile"
@@ -105,8 +106,8 @@ TIMEOUT[step81]=200;  CMD[step81]="$bench14 --frames 81"
 TIMEOUT[stages49]=300; CMD[stages49]="$bench14 --frames 49 --stages"
 TIMEOUT[fp8graphs49]=150; CMD[fp8graphs49]="$bench14 --frames 49 --fp8-linear --cuda-graphs"
 TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-fp8"
-# Not when the sweep saw a warp-specialised config fail or hang (its time is better spent elsewhere).
-TIMEOUT[ws49]=180;    CMD[ws49]="if grep -qE ' ws\", \"rc\"' $out/sweep.out 2>/dev/null; then echo 'a ws config failed in the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-ws --profile"
+# Not when the sweep saw a rotated-copies config fail or hang (its time is better spent elsewhere).
+TIMEOUT[copies49]=180; CMD[copies49]="if grep -qE '\"copies: .*\", \"rc\"' $out/sweep.out 2>/dev/null; then echo 'a copies config failed in the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-copies --profile"
 TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
@@ -117,7 +118,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep ws49 sdpa49 step49 tests"
+GROUP[kernel]="setup sweep copies49 sdpa49 step49 tests"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "ws49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
+STEP_SECTIONS = ("step49", "copies49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
                  "compile49", "compile81", "offload49", "fastest49")
 
 
@@ -80,7 +80,7 @@ def sweep_table(folder: Path, section: str = "sweep") -> list[str]:
     # The baseline measured in the same run's sweep, per shape: SDPA with torch's own backend choice.
     baseline = {r["shape"]: r["ms"] for r in _json_lines(folder / "sweep.out")
                 if r.get("candidate") == "sdpa: default" and "ms" in r}
-    script = "benchmarks/attention.py --candidate" if section == "sweep" else "benchmarks/warp_specialized.py --variant"
+    script = "benchmarks/attention.py --candidate" if section == "sweep" else "benchmarks/rotated_copies.py --variant"
     lines = [f"Each {'candidate' if section == 'sweep' else 'variant'} alone (`{script}`, its own process, no "
              "autotuner; speedup: the sweep's sdpa: default time at the shape, same run, over this one's):", "",
              "| shape | candidate | ms | TFLOP/s | speedup | peak GiB | err (flash err) | passed |",

@@ -16,9 +16,10 @@ that contract:
   copy: ~0.8 GiB less at 81 frames, but 1.65x slower on an H100, docs/BENCHMARKS.md).
 - `triton-fp8`: the in-loop kernel with q.k and p.v in float8 e4m3 (per-block scales); an
   approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
-- `triton-ws`: the warp-specialised form (kernels/warp_specialized.py: q, k rotated and v
-  copied once, one loop that Triton splits into producer and consumer warpgroups); Hopper
-  only, not yet timed on a GPU.
+- `triton-copies`: the kernel as one plain flash-attention loop (kernels/rotated_copies.py:
+  q, k rotated and v copied once, ~2.5 GiB more than `triton` at 81 frames); Hopper only.
+  The fastest Triton loop on an H100 (133.8 vs 142.0 ms at 49 frames), still slower than
+  the cuDNN attention that `sdpa` runs there (118.8 ms).
 """
 from __future__ import annotations
 
@@ -40,18 +41,18 @@ class AttentionBackend(Choice):
     TRITON = "triton"
     TRITON_IN_LOOP = "triton-in-loop"
     TRITON_FP8 = "triton-fp8"
-    TRITON_WS = "triton-ws"
+    TRITON_COPIES = "triton-copies"
 
     @property
     def uses_triton(self) -> bool:
         return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8,
-                        AttentionBackend.TRITON_WS)
+                        AttentionBackend.TRITON_COPIES)
 
     @property
     def kernel_options(self) -> dict[str, str]:
         """`anchor_attention`'s precision and keys for a Triton backend. Keys rotated once is
         the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has only the in-loop form."""
-        keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_WS: "copies"}.get(self, "in-loop")
+        keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_COPIES: "copies"}.get(self, "in-loop")
         return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native", "keys": keys}
 
 
@@ -76,13 +77,13 @@ def select_attention_backend(
 ) -> AttentionBackend:
     """Pick the attention backend for `device`. `requested` is a backend name or "auto".
 
-    auto: SDPA on every device. On an H100 (docs/BENCHMARKS.md, 2026-11-26) the fused Triton
-    kernel (keys rotated once) ran at 1.29-1.33x flash SDPA but 0.8x torch's default SDPA
-    choice there (cuDNN attention: 117 vs 142 ms per call at 49 frames, the best of twelve
-    configs), and the 14B step took 9.55-9.63 s with it against 9.0 s with SDPA, so the
-    kernel is opt-in until it is measured faster. An explicit Triton backend on CUDA first
-    passes a one-off self-check at (head_dim, dtype) on this GPU, so a miscompiled kernel
-    fails loudly instead of editing badly.
+    auto: SDPA on every device. On an H100 (docs/BENCHMARKS.md, 2026-11-26, side by side) the
+    fused Triton kernel (keys rotated once) ran at 1.33x flash SDPA but 0.84x torch's default
+    SDPA choice there (cuDNN attention: 117.9 vs 140.6 ms per call at 49 frames; the fastest
+    Triton loop, triton-copies, 133.8 vs 118.8), and the 14B step took 9.51 s with it against
+    8.95 s with SDPA, so the kernel is opt-in until it is measured faster. An explicit Triton
+    backend on CUDA first passes a one-off self-check at (head_dim, dtype) on this GPU, so a
+    miscompiled kernel fails loudly instead of editing badly.
     """
     device = torch.device(device)
     if requested == "auto":
@@ -105,7 +106,10 @@ def triton_self_check(device, head_dim: int, dtype: torch.dtype,
                       backend: AttentionBackend = AttentionBackend.TRITON) -> tuple[bool, str]:
     """Run the kernel as `backend` runs it, once at a small shape against the reference,
     cached per (device, head_dim, dtype, backend): a kernel that fails to compile or
-    disagrees on this GPU / Triton version must not run unnoticed."""
+    disagrees on this GPU / Triton version must not run unnoticed. The shape spans several
+    query and key tiles with a tail (2N = 540: four tiles of 128 and 28 keys), because a
+    miscompiled loop can be right in its first tile only (warp specialisation was, on an
+    H100)."""
     key = (str(device), head_dim, dtype, backend)
     if key not in _SELF_CHECKS:
         try:
@@ -113,7 +117,7 @@ def triton_self_check(device, head_dim: int, dtype: torch.dtype,
             from .rope import rope_tables
 
             gen = torch.Generator(device="cpu").manual_seed(0)
-            num_anchor, (f, h, w) = 3, (2, 3, 5)
+            num_anchor, (f, h, w) = 3, (3, 9, 10)
             length = 2 * f * h * w + num_anchor
             q, k, v = (torch.randn(1, length, 2, head_dim, generator=gen).to(device, dtype) for _ in range(3))
             cos, sin = rope_tables(f, h, w, head_dim, device=device)

@@ -11,7 +11,7 @@ from sama_rt.models.attention import (
 def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
-    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-ws, auto"):
+    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -61,7 +61,7 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                                     for backend in AttentionBackend if backend.uses_triton})
-    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-ws"):
+    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -85,7 +85,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
     assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                         "triton-ws"]
+                                         "triton-copies"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -108,10 +108,10 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
 
 @pytest.mark.parametrize("backend, keys, head_dim", [(AttentionBackend.TRITON, "once", 48),
                                                      (AttentionBackend.TRITON_IN_LOOP, "in-loop", 48),
-                                                     (AttentionBackend.TRITON_WS, "copies", 128)])
+                                                     (AttentionBackend.TRITON_COPIES, "copies", 128)])
 def test_triton_backends_reach_their_kernel_variant(backend, keys, head_dim):
     """`triton` runs the kernel with its keys rotated once (the faster variant), `triton-in-loop`
-    with them rotated in its loop, `triton-ws` the warp-specialised kernel (power-of-two
+    with them rotated in its loop, `triton-copies` the rotated-copies kernel (power-of-two
     head_dim, Hopper): the same numbers as calling the kernel with those keys."""
     from sama_rt.kernels import anchor_attention, rope_tables
 
@@ -119,7 +119,7 @@ def test_triton_backends_reach_their_kernel_variant(backend, keys, head_dim):
     assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop"}
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if keys == "copies" and device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("the warp-specialised kernel needs a Hopper GPU (TMA loads)")
+        pytest.skip("the rotated-copies kernel needs a Hopper GPU (TMA loads)")
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2 * 12 + 3, 2, head_dim, generator=gen).to(device, torch.float16) for _ in range(3))
     cos, sin = rope_tables(1, 3, 4, head_dim, device=device)

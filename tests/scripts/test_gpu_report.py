@@ -58,7 +58,7 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81 (see their .err files)." in text
-    assert "Not run: ws49, sdpa49, stages49," in text  # not in summary.txt: not run, not failed
+    assert "Not run: copies49, sdpa49, stages49," in text  # not in summary.txt: not run, not failed
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
     # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
@@ -103,7 +103,7 @@ def test_every_timed_method_runs(monkeypatch):
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     q, k, v, cos, sin = attention.make_inputs(1, 3, 5, batch=1, heads=2)
     methods = attention.timed_methods(q, k, v, cos, sin, with_fp8=True)
-    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "triton-ws", "sdpa flash (pre-rotated)",
+    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "triton-copies", "sdpa flash (pre-rotated)",
                              "rope + sdpa flash", "sdpa default (pre-rotated)"]
     for name, fn in methods.items():
         assert fn().shape == q.shape, name
@@ -126,7 +126,31 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
     assert baselines == ["sdpa: flash", "sdpa: default"]
     for entry in attention.hopper_candidates():
         keys, _, name = entry.partition(": ")
-        assert keys in ("once", "in-loop", "sdpa")
+        assert keys in ("once", "copies", "in-loop", "sdpa")
         assert keys == "sdpa" or config_name(parse_config_name(name)) == name
     with pytest.raises(ValueError, match="not a config name"):
         parse_config_name("128x64 s3")
+
+
+def test_rotated_copies_variants_parse_and_are_checked(monkeypatch):
+    """benchmarks/rotated_copies.py: every listed variant parses to a rotated-copies config
+    and its two switches; a variant runs through the same check as `--candidate` (CPU:
+    interpreted, a tiny shape, a stand-in timer)."""
+    variants = _module("benchmarks/rotated_copies.py")
+    from sama_rt.kernels.anchor_attention import config_name
+
+    listed = variants.variants()
+    assert "128x64 w4 s2 plain device" in listed and "128x64 w4 s2 ws host" in listed
+    for name in listed:
+        config, warp_specialize, host_descriptors = variants.parse_variant(name)
+        assert config_name(config).endswith(" split flat tma copies")
+        assert (warp_specialize, host_descriptors) == (" ws " in name, name.endswith("host"))
+    with pytest.raises(ValueError, match="not a variant"):
+        variants.parse_variant("128x64 w4 s2 device")
+
+    attention = variants._attention_benchmark()
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    monkeypatch.setitem(attention.SHAPES, "tiny", (1, 3, 6))
+    result = variants.run_variant("16x16 w4 s1 plain host", "tiny", lambda fn: (fn() is not None) * (2.0, 0.5),
+                                  attention)
+    assert result["passed"] and 0 < result["err"] <= 2 * result["flash_err"] + attention.ATOL, result

@@ -1,8 +1,9 @@
-"""kernels/warp_specialized.py: the warp-specialised form of the keys-once flat loop.
+"""kernels/rotated_copies.py: the keys-once flat loop alone, over rotated copies of q and k
+and a copy of v.
 
-Interpreted on CPU (the compiler's warp specialisation does not exist there: these check the
-arithmetic), compiled on a Hopper GPU; and compiled ahead of time for sm_90 on any machine to
-check that Triton really warp-specialises it.
+Interpreted on CPU, compiled on a Hopper GPU (these check the arithmetic, with tensor
+descriptors made in the kernel and on the host); and compiled ahead of time for sm_90 on any
+machine to check the shape that Triton warp-specialises (off: wrong on the H100, see the module).
 """
 import importlib
 import os
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from sama_rt.kernels import anchor_attention_ref
-from sama_rt.kernels.warp_specialized import value_copy
+from sama_rt.kernels.rotated_copies import value_copy
 
 from .test_anchor_attention import ATOL, CASES, INTERPRETED, _explicit_attention, _inputs
 
@@ -41,7 +42,7 @@ def test_matches_the_reference(frames, height, width, num_anchor, batch, heads, 
     tolerance rule of the other kernel tests. 16-key tiles cross the source/target boundary
     and the end of the copies (N = 18 or 70)."""
     q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, head_dim, dtype, seed=11)
-    config = "16x16 w4 s1 split flat tma ws" if INTERPRETED else "128x64 w4 s2 split flat tma ws"
+    config = "16x16 w4 s1 split flat tma copies" if INTERPRETED else "128x64 w4 s2 split flat tma copies"
     got = _run(q, k, v, cos, sin, num_anchor, config)
     want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
     torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
@@ -52,8 +53,24 @@ def test_matches_the_reference(frames, height, width, num_anchor, batch, heads, 
 @needs_kernel
 def test_anchor_queries_get_the_mean_of_v():
     q, k, v, cos, sin = _inputs(2, 3, 3, 65, 2, 2, 128, torch.float32, seed=12)
-    got = _run(q, k, v, cos, sin, 65, "16x16 w4 s1 split flat tma ws" if INTERPRETED else "128x64 w4 s2 split flat tma ws")
+    got = _run(q, k, v, cos, sin, 65, "16x16 w4 s1 split flat tma copies" if INTERPRETED else
+               "128x64 w4 s2 split flat tma copies")
     torch.testing.assert_close(got[:, 18:18 + 65], v.mean(dim=1, keepdim=True).expand(-1, 65, -1, -1))
+
+
+@needs_kernel
+def test_host_descriptors_read_the_same_tiles():
+    """Descriptors made on the host over all heads' rows at once: the tile past a head's 2N
+    rows reads the next head's keys, which the mask drops (N = 70, B = 2, 2 heads: three key
+    tiles a head), so the output is the same, bit for bit."""
+    from sama_rt.kernels.rotated_copies import launch_rotated_copies
+
+    q, k, v, cos, sin = _inputs(2, 5, 7, 65, 2, 2, 128, torch.bfloat16, seed=13)
+    config = kernel_module.parse_config_name("16x16 w4 s1 split flat tma copies" if INTERPRETED else
+                                             "128x64 w4 s2 split flat tma copies")
+    device_made = launch_rotated_copies(q, k, v, cos, sin, 65, 128**-0.5, config)
+    host_made = launch_rotated_copies(q, k, v, cos, sin, 65, 128**-0.5, config, host_descriptors=True)
+    assert torch.equal(device_made, host_made)
 
 
 def test_value_copy_is_one_contiguous_sequence_per_head():
@@ -66,21 +83,21 @@ def test_value_copy_is_one_contiguous_sequence_per_head():
 
 
 def test_configs_name_and_need_the_tma_loop():
-    for config in kernel_module.WARP_SPECIALIZED_CONFIGS:
+    for config in kernel_module.ROTATED_COPIES_CONFIGS:
         name = kernel_module.config_name(config)
-        assert name.endswith(" flat tma ws") and kernel_module.parse_config_name(name).kwargs == config.kwargs
+        assert name.endswith(" flat tma copies") and kernel_module.parse_config_name(name).kwargs == config.kwargs
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
     with pytest.raises(ValueError, match="form of the TMA loop"):
-        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat ws")
+        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat copies")
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 48, torch.float32)
     with pytest.raises(ValueError, match="power-of-two head_dim"):
-        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat tma ws")
+        _run(q, k, v, cos, sin, 1, "16x16 w4 s1 split flat tma copies")
 
 
 _COMPILE = """
-from sama_rt.kernels.warp_specialized import compile_warp_specialized
+from sama_rt.kernels.rotated_copies import compile_rotated_copies
 for ws in (True, False):
-    compiled = compile_warp_specialized(128, 128, 4, 2, warp_specialize=ws)
+    compiled = compile_rotated_copies(128, 128, 4, 2, warp_specialize=ws)
     print(ws, compiled.metadata.num_warps, compiled.metadata.shared)
 """
 
@@ -88,8 +105,8 @@ for ws in (True, False):
 def test_triton_warp_specialises_it_for_hopper():
     """Compiled for sm_90 (no GPU needed), the loop marked warp_specialize becomes a producer
     and two consumer warpgroups: 4 warps in, 12 out, within Hopper's 227 KiB of shared
-    memory; unmarked, it stays 4 warps. (In a fresh process: under TRITON_INTERPRET=1 the
-    kernels here cannot be compiled.)"""
+    memory; unmarked (the default), it stays 4 warps. (In a fresh process: under
+    TRITON_INTERPRET=1 the kernels here cannot be compiled.)"""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,35 +1,33 @@
-"""The anchor-attention kernel in the one shape Triton warp-specialises on Hopper.
-
-Compiled for sm_90, every loop of `anchor_attention_fwd` waits for all its tensor-core dots
-before each softmax, so the tensor cores idle while the exponentials run (docs/BENCHMARKS.md,
-third H100 session). FlashAttention-3 and cuDNN hide that time with warp specialisation: a
-producer warpgroup loads tiles while consumer warpgroups alternate dots and softmax. Triton
-(3.6, also 3.9) does this for a loop marked `tl.range(..., warp_specialize=True)` (4 warps
-become one producer and two consumer warpgroups, 12 warps, trading registers with
-`setmaxnreg`), but only, as compiling variants for sm_90 on CPU shows, when
-
-* the loop is the kernel's only one and at its top level (inside an `if` it is silently
-  left alone; two crash the pass),
-* it loads through tensor descriptors (TMA), and nothing follows it but the epilogue (a
-  masked tail step after it makes the pass leave it alone), and
-* no pointer load and no in-register rotation of q comes before it (either crashes the pass).
+"""The anchor attention as one plain flash-attention loop over rotated copies of q and k.
 
 `anchor_attention_fwd` has its loops in a branch (video or anchor queries), rotates q in
-registers, and runs source and target keys as two loops because V's anchor rows sit
-between them. So here:
+registers, and runs source and target keys as two loops because v's anchor rows sit
+between them. Here:
 
 * q and k are rotated once by `rotate_keys` (video rows, [even | odd] channels) and v is
-  copied without its anchor rows, all as [B * heads, 2N, D]: one sequence, one loop over it,
-  every tile masking the keys past 2N;
+  copied without its anchor rows, all as [B * heads, 2N, D]: one sequence, one top-level
+  loop over it with tensor-descriptor (TMA) loads, every tile masking the keys past 2N;
 * the anchor queries' rows (mean of v) and the anchor keys' value sum are two torch
   reductions outside the kernel; the anchor keys are folded in as one key of logit log(A).
 
 Numerically it is SDPA on pre-rotated q and k (both rounded to the input dtype after the
 float32 rotation, the softmax scale applied to the logits) with the anchor fold. It costs a
-q copy and a v copy on top of keys once's k copy. Opt-in and not yet run on a GPU:
-`anchor_attention(..., keys="copies")` (autotuned over WARP_SPECIALIZED_CONFIGS) and the
-model's `--attention triton-ws` run it; `benchmarks/attention.py --candidate "once: 128x128
-w4 s2 split flat tma ws"` times one config alone.
+q copy and a v copy on top of keys once's k copy, and is the fastest of the Triton loops
+measured on an H100 (133.8 ms at 49 frames against 142.0 for keys once; torch's cuDNN
+attention 118.8, docs/BENCHMARKS.md). `anchor_attention(..., keys="copies")` (autotuned over
+ROTATED_COPIES_CONFIGS) and the model's `--attention triton-copies` run it.
+
+The loop was written in the one shape that Triton (3.6, also 3.9) warp-specialises for sm_90
+when marked `tl.range(..., warp_specialize=True)` (4 warps become one producer and two
+consumer warpgroups, 12 warps, trading registers with `setmaxnreg`): the only loop, at top
+level, descriptor loads, nothing after it but the epilogue, no pointer load or in-register
+rotation before it (compiling variants on CPU: otherwise the pass leaves the loop alone or
+crashes). On the H100 (Triton 3.6) the warp-specialised code is wrong: right while the loop
+has one key tile, NaN or errors of order 1 from the second on, masked tail or not; with host-
+made descriptors it hangs (benchmarks/rotated_copies.py; the Triton project's issue 8311
+reports wrong results from warp_specialize=True, and its tutorials turn it off before
+Blackwell). So `warp_specialize` stays off: a switch of `launch_rotated_copies` kept for the
+benchmark, to recheck a newer Triton with one command.
 """
 from __future__ import annotations
 
@@ -54,7 +52,7 @@ from .anchor_attention import (
 
 
 @triton.jit
-def warp_specialized_fwd(
+def rotated_copies_fwd(
     QR, KR, VR, ANCHOR_SUM,
     stride_ob, stride_ol, stride_oh,
     num_heads, num_video, num_anchor,
@@ -66,10 +64,9 @@ def warp_specialized_fwd(
     """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
     key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
     the sum of v's anchor rows. Every load up to the end of the loop is a tensor-descriptor
-    load and the loop has no tail step, because the compiler's warp-specialisation pass
-    (triton 3.6, sm_90) crashes on a pointer load or an in-register rotation of q before the
-    loop and skips a loop followed by another step: so q is rotated by the pre-pass too, and
-    each tile masks the keys past 2N.
+    load and the loop has no tail step (each tile masks the keys past 2N), the shape the
+    warp-specialisation pass needs (module docstring). WARP_SPECIALIZE: wrong on sm_90 with
+    Triton 3.6, for the benchmark only.
 
     HOST_DESCRIPTORS: QR, KR, VR are tensor descriptors made on the host over the copies as
     [B * heads * 2N, D] (a tile past a head's 2N rows reads the next head's: masked keys,
@@ -116,16 +113,16 @@ def warp_specialized_fwd(
              mask=(rows < num_keys)[:, None])
 
 
-def compile_warp_specialized(block_m: int, block_n: int, num_warps: int, num_stages: int, head_dim: int = 128,
-                             dtype: str = "bf16", arch: int = 90, warp_specialize: bool = True,
-                             host_descriptors: bool = False):
+def compile_rotated_copies(block_m: int, block_n: int, num_warps: int, num_stages: int, head_dim: int = 128,
+                           dtype: str = "bf16", arch: int = 90, warp_specialize: bool = False,
+                           host_descriptors: bool = False):
     """Compile the kernel ahead of time for `arch` (no GPU needed; not under TRITON_INTERPRET=1)
     and return Triton's compiled kernel: `.metadata.num_warps` says whether it was warp-
     specialised (4 warps in, 12 out), `.asm["cubin"]` is the code (benchmarks/kernel_sass.py)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = warp_specialized_fwd
+    fn = rotated_copies_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION="tf32", ROUND_IN_FP32=False,
                       BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
                       HOST_DESCRIPTORS=host_descriptors)
@@ -152,14 +149,14 @@ def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor
 
 
 def _configs() -> list[triton.Config]:
-    """WARP_SPECIALIZED_CONFIGS as the kernel's meta-parameters; the interpreter gets one small
+    """ROTATED_COPIES_CONFIGS as the kernel's meta-parameters; the interpreter gets one small
     tile so that tiny test shapes cross tile boundaries."""
-    from .anchor_attention import WARP_SPECIALIZED_CONFIGS
+    from .anchor_attention import ROTATED_COPIES_CONFIGS
 
     if _INTERPRETED:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1, pre_hook=_block_shapes)]
     return [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]}, num_warps=c.num_warps,
-                          num_stages=c.num_stages, pre_hook=_block_shapes) for c in WARP_SPECIALIZED_CONFIGS]
+                          num_stages=c.num_stages, pre_hook=_block_shapes) for c in ROTATED_COPIES_CONFIGS]
 
 
 def _block_shapes(args: dict) -> None:
@@ -176,32 +173,32 @@ def _prune(configs, named_args, **kwargs):
 
 
 tuned_kernel = triton.autotune(configs=_configs(), key=["num_video", "num_anchor", "HEAD_DIM"],
-                               prune_configs_by={"early_config_prune": _prune})(warp_specialized_fwd)
+                               prune_configs_by={"early_config_prune": _prune})(rotated_copies_fwd)
 
 
 def config_name(config: triton.Config) -> str:
-    """A meta-parameter config by the main module's name for it ("128x128 w4 s2 split flat tma ws")."""
+    """A meta-parameter config by the main module's name for it ("128x128 w4 s2 split flat tma copies")."""
     from .anchor_attention import _config, config_name as named
 
     return named(_config(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages,
-                         split_loads=True, flat_keys=True, tma_keys=True, warp_specialized=True))
+                         split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True))
 
 
-def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float,
-                            config: triton.Config | None = None, warp_specialize: bool = True,
-                            host_descriptors: bool = False) -> torch.Tensor:
-    """Run `warp_specialized_fwd`, autotuned over WARP_SPECIALIZED_CONFIGS or with `config`
+def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
+                          config: triton.Config | None = None, warp_specialize: bool = False,
+                          host_descriptors: bool = False) -> torch.Tensor:
+    """Run `rotated_copies_fwd`, autotuned over ROTATED_COPIES_CONFIGS or with `config`
     (one of them; inputs already checked by the caller, last dimensions contiguous).
-    warp_specialize=False compiles the same loop without warp specialisation, and
-    host_descriptors passes tensor descriptors made here instead of pointers (the two
-    ways of describing the copies; benchmarks compare them). Returns [B, L, heads, head_dim]
-    in v's dtype."""
+    warp_specialize=True compiles the loop warp-specialised (wrong results on sm_90 with
+    Triton 3.6: benchmarks/rotated_copies.py only), and host_descriptors passes tensor
+    descriptors made here instead of pointers (the two ways of describing the copies).
+    Returns [B, L, heads, head_dim] in v's dtype."""
     from .anchor_attention import _ran
 
     batch, seq_len, num_heads, head_dim = q.shape
     num_video = cos.shape[0]
     if head_dim & (head_dim - 1) or head_dim < 16:
-        raise ValueError(f"the warp-specialised kernel needs a power-of-two head_dim >= 16, got {head_dim}")
+        raise ValueError(f"the rotated-copies kernel needs a power-of-two head_dim >= 16, got {head_dim}")
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence (sums in
     # float32 without a float32 copy of v).
@@ -220,7 +217,7 @@ def launch_warp_specialized(q, k, v, cos, sin, num_anchor: int, scale: float,
     meta = {}
     kernel = tuned_kernel
     if config is not None:
-        kernel = warp_specialized_fwd
+        kernel = rotated_copies_fwd
         meta = dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
                     num_stages=config.num_stages)
         _block_shapes(dict(QR=copies[0], KR=copies[1], VR=copies[2], HEAD_DIM=head_dim, **meta))

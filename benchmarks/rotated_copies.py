@@ -1,9 +1,10 @@
-"""The warp-specialised anchor-attention kernel (kernels/warp_specialized.py) in its variants,
+"""The rotated-copies anchor-attention kernel (kernels/rotated_copies.py) in its variants,
 each checked and timed alone, so that a wrong or slow result can be pinned on one thing.
 
 A variant is a tile config and two switches (`--list` prints them, one a line):
-  "128x64 w4 s2 ws device": warp-specialised (`ws`) or the same loop compiled plain (`plain`);
-  tensor descriptors made in the kernel head by head (`device`) or on the host (`host`).
+  "128x64 w4 s2 plain device": the loop as it runs (`plain`) or warp-specialised by Triton
+  (`ws`: wrong on the H100 with Triton 3.6, kept to recheck a newer Triton); tensor
+  descriptors made in the kernel head by head (`device`) or on the host (`host`).
 
 For each shape (the real ones of benchmarks/attention.py, 49f and 81f, and small ones whose
 2N keys end inside a tile or on a tile boundary, 2 to 3 tiles: n70, n96) it prints one JSON line
@@ -11,10 +12,10 @@ as benchmarks/attention.py --candidate does: median ms at B=2, 40 heads, bf16, a
 on two heads against a float32 reference under the tolerance rule "<= 2x SDPA flash's bf16
 error + 1e-4", with `passed`. Each variant in its own process (a miscompiled loop may hang):
 
-    python benchmarks/warp_specialized.py --list
-    python benchmarks/warp_specialized.py --variant "128x64 w4 s2 ws host" [--shapes n70,n96,49f]
+    python benchmarks/rotated_copies.py --list
+    python benchmarks/rotated_copies.py --variant "128x64 w4 s2 plain device" [--shapes n70,n96,49f]
 
-CUDA with sm_90 only (tensor-memory-accelerator loads, Hopper warp specialisation).
+CUDA with sm_90 only (tensor-memory-accelerator loads).
 """
 from __future__ import annotations
 
@@ -49,15 +50,16 @@ def parse_variant(text: str) -> tuple[object, bool, bool]:
     """(triton.Config, warp_specialize, host_descriptors) of a variant's name."""
     from sama_rt.kernels.anchor_attention import parse_config_name
 
-    *config, ws, where = text.split()
-    if ws not in ("ws", "plain") or where not in ("device", "host"):
-        raise ValueError(f"not a variant: {text!r} (e.g. '128x64 w4 s2 ws host')")
-    return parse_config_name(" ".join(config) + " split flat tma ws"), ws == "ws", where == "host"
+    words = text.split()
+    if len(words) < 3 or words[-2] not in ("ws", "plain") or words[-1] not in ("device", "host"):
+        raise ValueError(f"not a variant: {text!r} (e.g. '128x64 w4 s2 plain device')")
+    config = parse_config_name(" ".join(words[:-2]) + " split flat tma copies")
+    return config, words[-2] == "ws", words[-1] == "host"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", help="one variant, e.g. '128x64 w4 s2 ws host'")
+    parser.add_argument("--variant", help="one variant, e.g. '128x64 w4 s2 plain device'")
     parser.add_argument("--shapes", default="n70,n96,49f")
     parser.add_argument("--list", action="store_true", help="print the variants, one a line")
     args = parser.parse_args(argv)
@@ -66,26 +68,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.variant:
         parser.error("--variant or --list")
-    config, warp_specialize, host_descriptors = parse_variant(args.variant)
+    try:
+        parse_variant(args.variant)  # a bad name fails before the GPU check
+    except ValueError as e:
+        parser.error(str(e))
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
-        print("benchmarks/warp_specialized.py needs a Hopper GPU (sm_90)", file=sys.stderr)
+        print("benchmarks/rotated_copies.py needs a Hopper GPU (sm_90)", file=sys.stderr)
         return 2
-    from sama_rt.kernels.warp_specialized import launch_warp_specialized
-
     attention = _attention_benchmark()
     attention.SHAPES.update(SMALL_SHAPES)
-
-    def prepare(q, k, v, cos, sin):
-        return lambda: launch_warp_specialized(q, k, v, cos, sin, attention.NUM_ANCHOR, attention.HEAD_DIM**-0.5,
-                                               config, warp_specialize, host_descriptors)
-
     passed = True
     for name in args.shapes.split(","):
-        result = attention.measure_prepared(args.variant, name.strip(), 2,
-                                            lambda fn: attention.cuda_measure(fn, 100, 500), prepare)
+        result = run_variant(args.variant, name.strip(), lambda fn: attention.cuda_measure(fn, 100, 500), attention)
         print(json.dumps(result), flush=True)
         passed = passed and result["passed"]
     return 0 if passed else 1
+
+
+def run_variant(variant: str, shape: str, measure, attention) -> dict:
+    """One variant at one shape of `attention` (benchmarks/attention.py as a module), timed
+    by measure(fn) -> (ms, peak GiB) and checked on two heads, as `--candidate` is."""
+    from sama_rt.kernels.rotated_copies import launch_rotated_copies
+
+    config, warp_specialize, host_descriptors = parse_variant(variant)
+
+    def prepare(q, k, v, cos, sin):
+        return lambda: launch_rotated_copies(q, k, v, cos, sin, attention.NUM_ANCHOR, attention.HEAD_DIM**-0.5,
+                                             config, warp_specialize, host_descriptors)
+
+    return attention.measure_prepared(variant, shape, 2, measure, prepare)
 
 
 if __name__ == "__main__":
