@@ -1,10 +1,9 @@
 """The rotated-copies anchor-attention kernel (kernels/rotated_copies.py) in its variants,
 each checked and timed alone, so that a wrong or slow result can be pinned on one thing.
 
-A variant is a tile config and two switches (`--list` prints them, one a line):
-  "128x64 w4 s2 plain device": the loop as it runs (`plain`) or warp-specialised by Triton
-  (`ws`: wrong on the H100 with Triton 3.6, kept to recheck a newer Triton); tensor
-  descriptors made in the kernel head by head (`device`) or on the host (`host`).
+A variant is a tile config and a switch (`--list` prints them, one a line): "128x64 w4 s2
+plain" is the loop as it runs, "128x64 w4 s2 ws" the loop warp-specialised by Triton (wrong
+on the H100 with Triton 3.6; kept to recheck a newer Triton).
 
 For each shape (the real ones of benchmarks/attention.py, 49f and 81f, and small ones whose
 2N keys end inside a tile or on a tile boundary, 2 to 3 tiles: n70, n96) it prints one JSON line
@@ -13,7 +12,7 @@ on two heads against a float32 reference under the tolerance rule "<= 2x SDPA fl
 error + 1e-4", with `passed`. Each variant in its own process (a miscompiled loop may hang):
 
     python benchmarks/rotated_copies.py --list
-    python benchmarks/rotated_copies.py --variant "128x64 w4 s2 plain device" [--shapes n70,n96,49f]
+    python benchmarks/rotated_copies.py --variant "128x64 w4 s2 plain" [--shapes n70,n96,49f]
 
 CUDA with sm_90 only (tensor-memory-accelerator loads).
 """
@@ -43,23 +42,22 @@ def _attention_benchmark():
 
 
 def variants() -> list[str]:
-    return [f"{config} {ws} {where}" for where in ("device", "host") for ws in ("ws", "plain") for config in CONFIGS]
+    return [f"{config} {ws}" for ws in ("plain", "ws") for config in CONFIGS]
 
 
-def parse_variant(text: str) -> tuple[object, bool, bool]:
-    """(triton.Config, warp_specialize, host_descriptors) of a variant's name."""
+def parse_variant(text: str) -> tuple[object, bool]:
+    """(triton.Config, warp_specialize) of a variant's name."""
     from sama_rt.kernels.anchor_attention import parse_config_name
 
-    words = text.split()
-    if len(words) < 3 or words[-2] not in ("ws", "plain") or words[-1] not in ("device", "host"):
-        raise ValueError(f"not a variant: {text!r} (e.g. '128x64 w4 s2 plain device')")
-    config = parse_config_name(" ".join(words[:-2]) + " split flat tma copies")
-    return config, words[-2] == "ws", words[-1] == "host"
+    config, _, switch = text.strip().rpartition(" ")
+    if switch not in ("ws", "plain"):
+        raise ValueError(f"not a variant: {text!r} (e.g. '128x64 w4 s2 plain')")
+    return parse_config_name(config + " split flat tma copies"), switch == "ws"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", help="one variant, e.g. '128x64 w4 s2 plain device'")
+    parser.add_argument("--variant", help="one variant, e.g. '128x64 w4 s2 plain'")
     parser.add_argument("--shapes", default="n70,n96,49f")
     parser.add_argument("--list", action="store_true", help="print the variants, one a line")
     args = parser.parse_args(argv)
@@ -90,11 +88,11 @@ def run_variant(variant: str, shape: str, measure, attention) -> dict:
     by measure(fn) -> (ms, peak GiB) and checked on two heads, as `--candidate` is."""
     from sama_rt.kernels.rotated_copies import launch_rotated_copies
 
-    config, warp_specialize, host_descriptors = parse_variant(variant)
+    config, warp_specialize = parse_variant(variant)
 
     def prepare(q, k, v, cos, sin):
         return lambda: launch_rotated_copies(q, k, v, cos, sin, attention.NUM_ANCHOR, attention.HEAD_DIM**-0.5,
-                                             config, warp_specialize, host_descriptors)
+                                             config, warp_specialize)
 
     return attention.measure_prepared(variant, shape, 2, measure, prepare)
 

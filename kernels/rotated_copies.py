@@ -23,8 +23,8 @@ consumer warpgroups, 12 warps, trading registers with `setmaxnreg`): the only lo
 level, descriptor loads, nothing after it but the epilogue, no pointer load or in-register
 rotation before it (compiling variants on CPU: otherwise the pass leaves the loop alone or
 crashes). On the H100 (Triton 3.6) the warp-specialised code is wrong: right while the loop
-has one key tile, NaN or errors of order 1 from the second on, masked tail or not; with host-
-made descriptors it hangs (benchmarks/rotated_copies.py; the Triton project's issue 8311
+has one key tile, NaN or errors of order 1 from the second on, masked tail or not; with
+descriptors made on the host it hung (docs/BENCHMARKS.md; the Triton project's issue 8311
 reports wrong results from warp_specialize=True, and its tutorials turn it off before
 Blackwell). So `warp_specialize` stays off: a switch of `launch_rotated_copies` kept for the
 benchmark, to recheck a newer Triton with one command.
@@ -36,7 +36,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .anchor_attention import (
     _INTERPRETED,
@@ -59,48 +58,38 @@ def rotated_copies_fwd(
     OUT,
     QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-    HOST_DESCRIPTORS: tl.constexpr = False,
 ):
     """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
     key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
     the sum of v's anchor rows. Every load up to the end of the loop is a tensor-descriptor
     load and the loop has no tail step (each tile masks the keys past 2N), the shape the
     warp-specialisation pass needs (module docstring). WARP_SPECIALIZE: wrong on sm_90 with
-    Triton 3.6, for the benchmark only.
-
-    HOST_DESCRIPTORS: QR, KR, VR are tensor descriptors made on the host over the copies as
-    [B * heads * 2N, D] (a tile past a head's 2N rows reads the next head's: masked keys,
-    query rows never stored); otherwise pointers, described in the kernel head by head."""
+    Triton 3.6, for the benchmark only."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
-    if HOST_DESCRIPTORS:
-        q_desc, k_desc, v_desc = QR, KR, VR
-        row0 = pid_bh * num_keys
-    else:
-        copy_base = pid_bh.to(tl.int64) * (num_keys * HEAD_DIM)
-        q_desc = tl.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                           block_shape=[BLOCK_M, HEAD_DIM])
-        k_desc = tl.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                           block_shape=[BLOCK_N, HEAD_DIM])
-        v_desc = tl.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                           block_shape=[BLOCK_N, HEAD_DIM])
-        row0 = 0
-    q = q_desc.load([row0 + pid_m * BLOCK_M, 0])
+    copy_base = pid_bh.to(tl.int64) * (num_keys * HEAD_DIM)
+    q_desc = tl.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_M, HEAD_DIM])
+    k_desc = tl.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_N, HEAD_DIM])
+    v_desc = tl.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                       block_shape=[BLOCK_N, HEAD_DIM])
+    q = q_desc.load([pid_m * BLOCK_M, 0])
     if ROUND_IN_FP32 and OUT.dtype.element_ty == tl.bfloat16:
         q = q.to(tl.float32)  # exact; see _to_dot_dtype
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        k = k_desc.load([row0 + start, 0])
+        k = k_desc.load([start, 0])
         if ROUND_IN_FP32 and OUT.dtype.element_ty == tl.bfloat16:
             k = k.to(tl.float32)
         # log2 units: the softmax scale times log2(e) (q is stored unscaled)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * QK_SCALE
         qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
         p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i)
-        v = v_desc.load([row0 + start, 0])
+        v = v_desc.load([start, 0])
         acc = _accumulate_values(acc, p, v, 1.0, OUT.dtype.element_ty, False, DOT_PRECISION, ROUND_IN_FP32)
 
     dim = tl.arange(0, HEAD_DIM)
@@ -114,8 +103,7 @@ def rotated_copies_fwd(
 
 
 def compile_rotated_copies(block_m: int, block_n: int, num_warps: int, num_stages: int, head_dim: int = 128,
-                           dtype: str = "bf16", arch: int = 90, warp_specialize: bool = False,
-                           host_descriptors: bool = False):
+                           dtype: str = "bf16", arch: int = 90, warp_specialize: bool = False):
     """Compile the kernel ahead of time for `arch` (no GPU needed; not under TRITON_INTERPRET=1)
     and return Triton's compiled kernel: `.metadata.num_warps` says whether it was warp-
     specialised (4 warps in, 12 out), `.asm["cubin"]` is the code (benchmarks/kernel_sass.py)."""
@@ -124,16 +112,12 @@ def compile_rotated_copies(block_m: int, block_n: int, num_warps: int, num_stage
 
     fn = rotated_copies_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION="tf32", ROUND_IN_FP32=False,
-                      BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize,
-                      HOST_DESCRIPTORS=host_descriptors)
+                      BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize)
     pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
-    if host_descriptors:
-        pointers.update(QR=f"tensordesc<{dtype}[{block_m},{head_dim}]>", KR=f"tensordesc<{dtype}[{block_n},{head_dim}]>",
-                        VR=f"tensordesc<{dtype}[{block_n},{head_dim}]>")
     signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
     # 16-byte aligned pointers and strides, as the launcher's contiguous copies are
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-             if pointers.get(name, "").startswith("*") or name.startswith("stride_")}
+             if name in pointers or name.startswith("stride_")}
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps, "num_stages": num_stages})
 
@@ -154,17 +138,9 @@ def _configs() -> list[triton.Config]:
     from .anchor_attention import ROTATED_COPIES_CONFIGS
 
     if _INTERPRETED:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1, pre_hook=_block_shapes)]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]}, num_warps=c.num_warps,
-                          num_stages=c.num_stages, pre_hook=_block_shapes) for c in ROTATED_COPIES_CONFIGS]
-
-
-def _block_shapes(args: dict) -> None:
-    """Host descriptors' tiles follow the config being run (the autotuner's pre-hook)."""
-    if isinstance(args["QR"], TensorDescriptor):
-        head_dim = args["HEAD_DIM"]
-        args["QR"].block_shape = [args["BLOCK_M"], head_dim]
-        args["KR"].block_shape = args["VR"].block_shape = [args["BLOCK_N"], head_dim]
+                          num_stages=c.num_stages) for c in ROTATED_COPIES_CONFIGS]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -185,14 +161,12 @@ def config_name(config: triton.Config) -> str:
 
 
 def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
-                          config: triton.Config | None = None, warp_specialize: bool = False,
-                          host_descriptors: bool = False) -> torch.Tensor:
+                          config: triton.Config | None = None, warp_specialize: bool = False) -> torch.Tensor:
     """Run `rotated_copies_fwd`, autotuned over ROTATED_COPIES_CONFIGS or with `config`
     (one of them; inputs already checked by the caller, last dimensions contiguous).
     warp_specialize=True compiles the loop warp-specialised (wrong results on sm_90 with
-    Triton 3.6: benchmarks/rotated_copies.py only), and host_descriptors passes tensor
-    descriptors made here instead of pointers (the two ways of describing the copies).
-    Returns [B, L, heads, head_dim] in v's dtype."""
+    Triton 3.6: benchmarks/rotated_copies.py only). Returns [B, L, heads, head_dim] in v's
+    dtype."""
     from .anchor_attention import _ran
 
     batch, seq_len, num_heads, head_dim = q.shape
@@ -207,20 +181,15 @@ def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
     anchor_sum = anchor_sum.reshape(batch * num_heads, head_dim)
     if q.device.type == "cuda":
-        _ensure_scratch_allocator()  # device-side tensor descriptors are built in scratch memory
+        _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
     copies = (rotate_keys(q, cos, sin, num_anchor),  # the key pre-pass serves q's video rows as well
               rotate_keys(k, cos, sin, num_anchor), value_copy(v, num_video, num_anchor))
-    if host_descriptors:
-        # Tiles of 16 rows until the config is known (set by _block_shapes, or below).
-        copies = tuple(TensorDescriptor(c.view(-1, head_dim), shape=[c.shape[0] * c.shape[1], head_dim],
-                                        strides=[head_dim, 1], block_shape=[16, head_dim]) for c in copies)
     meta = {}
     kernel = tuned_kernel
     if config is not None:
         kernel = rotated_copies_fwd
         meta = dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
                     num_stages=config.num_stages)
-        _block_shapes(dict(QR=copies[0], KR=copies[1], VR=copies[2], HEAD_DIM=head_dim, **meta))
     else:
         _ran(tuned_kernel, config_name)
 
@@ -231,6 +200,6 @@ def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
         *copies, anchor_sum.contiguous(),
         out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
         QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(q.dtype),
-        ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=warp_specialize, HOST_DESCRIPTORS=host_descriptors, **meta,
+        ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=warp_specialize, **meta,
     )
     return out

@@ -77,9 +77,8 @@ sweep_candidates() {
 }
 export -f sweep_candidates
 
-# The rotated-copies kernel's variants (benchmarks/rotated_copies.py: warp-specialised or not,
-# descriptors made on the host or in the kernel), each alone, the same way; VARIANT_FILTER
-# picks among them.
+# The rotated-copies kernel's variants (benchmarks/rotated_copies.py: tile configs, warp-
+# specialised or not), each alone, the same way; VARIANT_FILTER picks among them.
 copies_variants() {
   python benchmarks/rotated_copies.py --list | grep -E -- "${VARIANT_FILTER:-.}" | while IFS= read -r c; do
     timeout -k 10 "${SWEEP_LIMIT_S:-60}" python benchmarks/rotated_copies.py --variant "$c" --shapes "${VARIANT_SHAPES:-n70,n96,49f}"

@@ -134,23 +134,22 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
 
 def test_rotated_copies_variants_parse_and_are_checked(monkeypatch):
     """benchmarks/rotated_copies.py: every listed variant parses to a rotated-copies config
-    and its two switches; a variant runs through the same check as `--candidate` (CPU:
+    and its switch; a variant runs through the same check as `--candidate` (CPU:
     interpreted, a tiny shape, a stand-in timer)."""
     variants = _module("benchmarks/rotated_copies.py")
     from sama_rt.kernels.anchor_attention import config_name
 
     listed = variants.variants()
-    assert "128x64 w4 s2 plain device" in listed and "128x64 w4 s2 ws host" in listed
+    assert "128x64 w4 s2 plain" in listed and "128x64 w4 s2 ws" in listed
     for name in listed:
-        config, warp_specialize, host_descriptors = variants.parse_variant(name)
-        assert config_name(config).endswith(" split flat tma copies")
-        assert (warp_specialize, host_descriptors) == (" ws " in name, name.endswith("host"))
+        config, warp_specialize = variants.parse_variant(name)
+        assert config_name(config).endswith(" split flat tma copies") and warp_specialize == name.endswith(" ws")
     with pytest.raises(ValueError, match="not a variant"):
         variants.parse_variant("128x64 w4 s2 device")
 
     attention = variants._attention_benchmark()
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     monkeypatch.setitem(attention.SHAPES, "tiny", (1, 3, 6))
-    result = variants.run_variant("16x16 w4 s1 plain host", "tiny", lambda fn: (fn() is not None) * (2.0, 0.5),
+    result = variants.run_variant("16x16 w4 s1 plain", "tiny", lambda fn: (fn() is not None) * (2.0, 0.5),
                                   attention)
     assert result["passed"] and 0 < result["err"] <= 2 * result["flash_err"] + attention.ATOL, result
