@@ -24,7 +24,8 @@ TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole 
 attention, although the kernel folds the anchors and skips their rows).
 
 One configuration at a time (`--candidate "once: 128x64 w8 s3 split flat"`, keys mode then
-config name, listed or not, or a baseline, "sdpa: flash" or "sdpa: default" on pre-rotated q/k;
+config name, listed or not; "gluon: 128x64 w8 s2" for kernels/gluon_attention.py; or a
+baseline, "sdpa: flash" or "sdpa: default" on pre-rotated q/k;
 `--list-candidates` prints the Hopper lists' candidates and the baselines, one a line): that
 config alone, timed and checked as above at each shape, one JSON line per shape as soon as it
 is measured. scripts/gpu_checks.sh runs every candidate in its own process with a time
@@ -226,18 +227,21 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
 
 
 def hopper_candidates() -> list[str]:
-    """The Hopper autotune candidates of keys once, keys="copies" and in-loop, then the SDPA
-    baselines, as "keys: config" entries for `--candidate`."""
+    """The Hopper autotune candidates of keys once, keys="copies" and in-loop, the Gluon
+    kernel's configs (kernels/gluon_attention.py), then the SDPA baselines, as "keys: config"
+    entries for `--candidate`."""
     from sama_rt.kernels.anchor_attention import (
         HOPPER_CONFIGS,
         ROTATED_COPIES_CONFIGS,
         ROTATED_KEYS_HOPPER_CONFIGS,
         config_name,
     )
+    from sama_rt.kernels.gluon_attention import GLUON_CONFIGS
 
     return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
             + [f"copies: {config_name(c)}" for c in ROTATED_COPIES_CONFIGS]
             + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS]
+            + [f"gluon: {config}" for config in GLUON_CONFIGS]
             + [f"sdpa: {name}" for name in SDPA_BASELINES])
 
 
@@ -256,6 +260,14 @@ def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
         def prepare(q, k, v, cos, sin):
             qr, kr = rotate(q, k, cos, sin)
             return lambda: sdpa(qr, kr, v)
+    elif keys_name.strip() == "gluon":
+        from sama_rt.kernels.gluon_attention import launch_gluon_attention, parse_gluon_config
+
+        gluon_config = config_text.strip()
+        parse_gluon_config(gluon_config)  # a bad name fails before any input is made
+
+        def prepare(q, k, v, cos, sin):
+            return lambda: launch_gluon_attention(q, k, v, cos, sin, NUM_ANCHOR, HEAD_DIM**-0.5, gluon_config)
     else:
         keys, config = KeyRotation.parse(keys_name.strip()), parse_config_name(config_text)
 

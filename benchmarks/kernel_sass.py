@@ -15,7 +15,8 @@ became. These are the facts the config lists were chosen from; speed
 itself needs a GPU (benchmarks/attention.py). Then the rotated-copies kernel's configs
 (kernels/rotated_copies.py), as they run and warp-specialised (wrong on the H100 with Triton
 3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
-register budgets (setmaxnreg) the warp-specialised warpgroups trade.
+register budgets (setmaxnreg) the warp-specialised warpgroups trade. Last, the Gluon kernel's
+configs (kernels/gluon_attention.py).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
+from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, compile_gluon_attention, parse_gluon_config  # noqa: E402
 from sama_rt.kernels.rotated_copies import compile_rotated_copies  # noqa: E402
 
 kernel = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
@@ -128,6 +130,13 @@ def main() -> int:
                          "stages": stages, "precision": "native", "split_loads": True,
                          "keys": "q, k, v copied" + (", warp-specialised" if ws else ""), "in_autotune_list": not ws,
                          "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
+    # kernels/gluon_attention.py: the same copies, the softmax overlapped with p.v (not autotuned).
+    for config in GLUON_CONFIGS:
+        m, n, warps, stages = parse_gluon_config(config)
+        compiled = compile_gluon_attention(config, head_dim=args.head_dim, dtype=args.dtype)
+        rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": warps, "stages": stages, "precision": "native",
+                     "split_loads": True, "keys": "q, k, v copied, Gluon", "in_autotune_list": False,
+                     "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -160,6 +160,29 @@ def config_name(config: triton.Config) -> str:
                          split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True))
 
 
+def rotated_copies_inputs(q, k, v, cos, sin, num_anchor: int):
+    """What a kernel over the copies needs: (out, anchor_sum, (q copy, k copy, v copy)).
+
+    out: [B, L, heads, head_dim] in v's dtype with the anchor queries' rows already written
+    (they attend uniformly, q = 0: mean(v) over the whole sequence, summed in float32 without a
+    float32 copy of v); anchor_sum: float32 [B * heads, head_dim], the anchor rows of v summed;
+    the copies [B * heads, 2N, head_dim] (module docstring)."""
+    batch, seq_len, num_heads, head_dim = q.shape
+    num_video = cos.shape[0]
+    if head_dim & (head_dim - 1) or head_dim < 16:
+        raise ValueError(f"the rotated-copies kernel needs a power-of-two head_dim >= 16, got {head_dim}")
+    out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
+    mean = v.sum(dim=1, keepdim=True, dtype=torch.float32) / seq_len
+    out[:, num_video:num_video + num_anchor] = mean.to(v.dtype)
+    anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
+    anchor_sum = anchor_sum.reshape(batch * num_heads, head_dim).contiguous()
+    if q.device.type == "cuda":
+        _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
+    copies = (rotate_keys(q, cos, sin, num_anchor),  # the key pre-pass serves q's video rows as well
+              rotate_keys(k, cos, sin, num_anchor), value_copy(v, num_video, num_anchor))
+    return out, anchor_sum, copies
+
+
 def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
                           config: triton.Config | None = None, warp_specialize: bool = False) -> torch.Tensor:
     """Run `rotated_copies_fwd`, autotuned over ROTATED_COPIES_CONFIGS or with `config`
@@ -169,21 +192,9 @@ def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     dtype."""
     from .anchor_attention import _ran
 
-    batch, seq_len, num_heads, head_dim = q.shape
+    out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
+    batch, _, num_heads, head_dim = q.shape
     num_video = cos.shape[0]
-    if head_dim & (head_dim - 1) or head_dim < 16:
-        raise ValueError(f"the rotated-copies kernel needs a power-of-two head_dim >= 16, got {head_dim}")
-    out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
-    # Anchor queries attend uniformly (q = 0): mean(v) over the whole sequence (sums in
-    # float32 without a float32 copy of v).
-    mean = v.sum(dim=1, keepdim=True, dtype=torch.float32) / seq_len
-    out[:, num_video:num_video + num_anchor] = mean.to(v.dtype)
-    anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
-    anchor_sum = anchor_sum.reshape(batch * num_heads, head_dim)
-    if q.device.type == "cuda":
-        _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
-    copies = (rotate_keys(q, cos, sin, num_anchor),  # the key pre-pass serves q's video rows as well
-              rotate_keys(k, cos, sin, num_anchor), value_copy(v, num_video, num_anchor))
     meta = {}
     kernel = tuned_kernel
     if config is not None:
@@ -197,7 +208,7 @@ def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
         return triton.cdiv(2 * num_video, meta["BLOCK_M"]), batch * num_heads
 
     kernel[grid](
-        *copies, anchor_sum.contiguous(),
+        *copies, anchor_sum,
         out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
         QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(q.dtype),
         ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=warp_specialize, **meta,

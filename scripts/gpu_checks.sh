@@ -19,7 +19,7 @@
 #                                      # rotated-copies variants (VARIANT_FILTER), the 14B step
 #                                      # with the rotated-copies kernel, with SDPA and with the
 #                                      # Triton kernel, the compiled tests. E.g. SWEEP_FILTER=
-#                                      # '^copies|^sdpa: default|^once: 128x64 w8 s3 split$'
+#                                      # '^gluon|^copies|^sdpa: default|^once: 128x64 w8 s3 split$'
 #                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below

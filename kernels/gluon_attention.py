@@ -1,0 +1,226 @@
+"""The rotated-copies loop written in Gluon, with the softmax overlapped with the dots.
+
+Compiled for sm_90, every Triton loop of this package waits for all its tensor-core dots
+before each softmax (`WARPGROUP.DEPBAR 0`), and Triton 3.6's warp specialisation, which would
+hide that, gives wrong results on Hopper (kernels/rotated_copies.py, docs/BENCHMARKS.md).
+Gluon, Triton's lower-level dialect, leaves the schedule to the kernel: here each step issues
+the next tile's q.k and the previous tile's p.v as asynchronous warpgroup MMAs, waits for the
+q.k alone (`warpgroup_mma_wait(1)`: groups complete in order), and runs that tile's softmax
+while the p.v is still on the tensor cores, as FlashAttention-3 does within a warpgroup. Key
+and value tiles come by TMA into a ring of STAGES slots, each with its own barrier, loaded
+STAGES - 1 tiles ahead of their use.
+
+It reads the same three copies as `rotated_copies_fwd` (q and k rotated once by
+`rotate_keys`, v without its anchor rows, each [B * heads, 2N, D]), masks the keys past 2N
+in every tile, and folds the anchor keys in as one key of logit log(A): numerically the same
+as the rotated-copies kernel, up to the order of the additions.
+
+NOT YET RUN ON A GPU. It compiles for sm_90 here (tests/kernels/test_gluon_attention.py checks
+the compiled code for the overlap), but Gluon has no interpreter, so its numbers are checked
+only on a Hopper GPU: `benchmarks/attention.py --candidate "gluon: 128x64 w8 s2"` times and
+checks one config, and the GPU tests compare it with the reference. Until then no attention
+backend uses it.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from .anchor_attention import _LOG2E
+from .rotated_copies import rotated_copies_inputs
+
+# Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
+# "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 155 registers),
+# 64x64 w4 (154 registers, 80 KiB: two programs an SM), 128x32 w4 (one warpgroup of 128
+# rows, 245), 128x128 w8 (248, 160 KiB). 128x64 w4 spills (255 registers, 434 spill
+# instructions). None has been timed.
+GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
+
+# The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
+# `async_load` from 3.7 on (the old name then raises); same arguments.
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+
+
+@gluon.jit
+def _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile, num_tiles, BLOCK_N: gl.constexpr,
+               STAGES: gl.constexpr):
+    """Key and value tile `tile` into ring slot tile % STAGES, by TMA (nothing past the end)."""
+    slot = tile % STAGES
+    pred = tile < num_tiles
+    mbarrier.expect(k_bars.index(slot), k_desc.block_type.nbytes, pred=pred)
+    _tma_load(k_desc, [tile * BLOCK_N, 0], k_bars.index(slot), k_smem.index(slot), pred=pred)
+    mbarrier.expect(v_bars.index(slot), v_desc.block_type.nbytes, pred=pred)
+    _tma_load(v_desc, [tile * BLOCK_N, 0], v_bars.index(slot), v_smem.index(slot), pred=pred)
+
+
+@gluon.jit
+def _masked_logits(s, tile, num_keys, QK_SCALE: gl.constexpr, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+    """q.k of one tile in log2 units, keys past 2N at -inf."""
+    cols = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    return gl.where((cols < num_keys)[None, :], s * QK_SCALE, float("-inf"))
+
+
+@gluon.jit
+def gluon_attention_fwd(
+    QR, KR, VR, ANCHOR_SUM,
+    stride_ob, stride_ol, stride_oh,
+    num_heads, num_video, num_anchor,
+    OUT,
+    QK_SCALE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+    STAGES: gl.constexpr, num_warps: gl.constexpr,
+):
+    """Grid (cdiv(2N, BLOCK_M), B * heads), video queries only; arguments as `rotated_copies_fwd`."""
+    dtype: gl.constexpr = QR.dtype.element_ty
+    pid_m = gl.program_id(0)
+    pid_bh = gl.program_id(1)
+    num_keys = 2 * num_video
+    num_tiles = gl.cdiv(num_keys, BLOCK_N)
+
+    # Accumulators of the two dots: q.k [BLOCK_M, BLOCK_N] and p.v [BLOCK_M, HEAD_DIM], the
+    # warps stacked along the query rows; p enters p.v from registers.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    q_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], dtype)
+    kv_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
+
+    copy_base = pid_bh.to(gl.int64) * (num_keys * HEAD_DIM)
+    q_desc = tma.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                        block_shape=[BLOCK_M, HEAD_DIM], layout=q_shared)
+    k_desc = tma.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                        block_shape=[BLOCK_N, HEAD_DIM], layout=kv_shared)
+    v_desc = tma.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                        block_shape=[BLOCK_N, HEAD_DIM], layout=kv_shared)
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_shared)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_shared)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_shared)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bars.index(i), count=1)
+        mbarrier.init(v_bars.index(i), count=1)
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    _tma_load(q_desc, [pid_m * BLOCK_M, 0], q_bar, q_smem)
+    for i in gl.static_range(STAGES):
+        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, num_tiles, BLOCK_N, STAGES)
+
+    # Tile 0: its q.k and softmax (nothing to overlap with yet).
+    s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_bars.index(0), 0)
+    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s, ))
+    logits = _masked_logits(s, 0, num_keys, QK_SCALE, BLOCK_N, s_layout)
+    m_i = gl.max(logits, 1)
+    p = gl.exp2(logits - m_i[:, None])
+    l_i = gl.sum(p, 1)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+
+    for tile in range(1, num_tiles):
+        slot = tile % STAGES
+        prev = (tile - 1) % STAGES
+        # This tile's q.k, then the previous tile's p.v, both in flight.
+        mbarrier.wait(k_bars.index(slot), (tile // STAGES) & 1)
+        s = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_init, use_acc=False, is_async=True)
+        mbarrier.wait(v_bars.index(prev), ((tile - 1) // STAGES) & 1)
+        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(prev), acc, is_async=True)
+        # Wait for the q.k only: its softmax runs while the p.v is still on the tensor cores.
+        s = warpgroup_mma_wait(1, deps=(s, ))
+        logits = _masked_logits(s, tile, num_keys, QK_SCALE, BLOCK_N, s_layout)
+        m_new = gl.maximum(m_i, gl.max(logits, 1))
+        p = gl.exp2(logits - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        l_i = l_i * alpha + gl.sum(p, 1)
+        m_i = m_new
+        # The p.v must be done before acc is rescaled and before its slot is refilled.
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES)
+
+    last = (num_tiles - 1) % STAGES
+    mbarrier.wait(v_bars.index(last), ((num_tiles - 1) // STAGES) & 1)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(last), acc, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(acc, ))
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bars.index(i))
+        mbarrier.invalidate(v_bars.index(i))
+
+    # The anchor keys (logit exactly 0) as one key of weight A and value mean(v_anchor); see
+    # _fold_anchor_keys.
+    row_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
+    dim = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    m_o = gl.convert_layout(m_i, row_layout)
+    l_o = gl.convert_layout(l_i, row_layout)
+    has_anchor = num_anchor > 0
+    m_fold = gl.where(has_anchor, gl.maximum(m_o, 0.0), m_o)
+    anchor_weight = gl.where(has_anchor, gl.exp2(0.0 - m_fold), 0.0)
+    alpha = gl.exp2(m_o - m_fold)
+    anchor_sum = gl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim)
+    acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_sum[None, :]
+    out = acc / (l_o * alpha + anchor_weight * num_anchor)[:, None]
+
+    rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_layout)  # source rows, then target past the anchors
+    physical = gl.where(rows < num_video, rows, rows + num_anchor)
+    o_base = (pid_bh // num_heads).to(gl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh
+    gl.store(OUT + o_base + physical[:, None] * stride_ol + dim[None, :], out.to(dtype), mask=(rows < num_keys)[:, None])
+
+
+def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16", arch: int = 90):
+    """Compile the kernel with `config` ("128x64 w8 s2") ahead of time for `arch` (no GPU
+    needed) and return Triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata`)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    block_m, block_n, num_warps, stages = parse_gluon_config(config)
+    fn = gluon_attention_fwd
+    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+                      STAGES=stages, num_warps=num_warps)
+    pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
+    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+             if name in pointers or name.startswith("stride_")}
+    return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+
+
+def parse_gluon_config(name: str) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, stages) of a config name such as "128x64 w8 s2"."""
+    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)", name.strip())
+    if match is None:
+        raise ValueError(f"not a Gluon attention config: {name!r} (expected e.g. '128x64 w8 s2')")
+    block_m, block_n, num_warps, stages = (int(g) for g in match.groups())
+    if num_warps % 4 or block_m % (16 * num_warps):
+        raise ValueError(f"{name!r}: warpgroups of 4 warps, each warp 16 query rows or a multiple (block_m a "
+                         f"multiple of 16 * num_warps)")
+    return block_m, block_n, num_warps, stages
+
+
+def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, config: str = GLUON_CONFIGS[0]
+                           ) -> torch.Tensor:
+    """Run `gluon_attention_fwd` with one config (CUDA, sm_90, fp16/bf16; other inputs checked by
+    the caller as for `launch_rotated_copies`). Returns [B, L, heads, head_dim] in v's dtype."""
+    block_m, block_n, num_warps, stages = parse_gluon_config(config)
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"the Gluon kernel's dots take 16-bit inputs (fp16 or bf16), got {q.dtype}")
+    out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
+    batch, _, num_heads, head_dim = q.shape
+    num_video = cos.shape[0]
+    grid = (triton.cdiv(2 * num_video, block_m), batch * num_heads)
+    gluon_attention_fwd[grid](
+        *copies, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
+        QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
+        num_warps=num_warps,
+    )
+    return out

@@ -1,0 +1,90 @@
+"""kernels/gluon_attention.py: the rotated-copies loop in Gluon, softmax overlapped with p.v.
+
+Gluon has no interpreter: on CPU these compile it for sm_90 and read the compiled code (the
+overlap is there, no spills); its numbers are checked only on a Hopper GPU.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sama_rt.kernels import anchor_attention_ref
+from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, launch_gluon_attention, parse_gluon_config
+
+from .test_anchor_attention import ATOL, _explicit_attention, _inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+on_hopper = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)),
+    reason="Gluon kernels run only compiled, here for Hopper (warpgroup MMA, TMA): needs an sm_90 GPU",
+)
+
+_COMPILE = """
+import json, re, sys
+sys.path.insert(0, "benchmarks")
+from kernel_sass import sass_stats
+from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, compile_gluon_attention
+for config in GLUON_CONFIGS[:2]:
+    compiled = compile_gluon_attention(config)
+    waits = re.findall(r"wgmma.wait_group.sync.aligned\\s+(\\d+)", compiled.asm["ptx"])
+    print(json.dumps({"config": config, "waits": waits, "shared": compiled.metadata.shared,
+                      **sass_stats(compiled.asm["cubin"])}))
+"""
+
+
+def test_compiles_for_hopper_with_the_softmax_overlapped():
+    """Compiled for sm_90 (no GPU needed; in a fresh process, since nothing compiles under
+    TRITON_INTERPRET=1): warpgroup MMAs, no register spills, within Hopper's 227 KiB of
+    shared memory, and a wait that leaves one MMA group in flight (the loop waits for the
+    q.k alone and runs its softmax while the p.v computes); the other waits are the first
+    tile's, the loop's end and the last p.v."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=900,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["config"] for r in rows] == list(GLUON_CONFIGS[:2])
+    for r in rows:
+        assert r["tensor_core"].startswith("HGMMA"), r
+        assert r["spill_instructions"] == 0 and r["shared"] <= 227 * 1024, r
+        assert r["waits"] == ["0", "1", "0", "0"], r
+
+
+def test_config_names():
+    assert parse_gluon_config("128x64 w8 s2") == (128, 64, 8, 2)
+    for config in GLUON_CONFIGS:
+        parse_gluon_config(config)
+    with pytest.raises(ValueError, match="not a Gluon attention config"):
+        parse_gluon_config("128x64 w8")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        parse_gluon_config("64x64 w8 s2")  # 8 warps of 16 rows need 128
+
+
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", [
+    pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
+    pytest.param(2, 6, 8, 0, 2, 1, torch.bfloat16, id="N96-A0-B2-bf16"),  # full tiles, no anchors
+    pytest.param(3, 9, 10, 1, 1, 2, torch.float16, id="N270-A1-fp16"),  # several tiles of every config
+])
+def test_matches_the_reference(config, frames, height, width, num_anchor, batch, heads, dtype):
+    """The tolerance rule of the other kernel tests: error vs the float32 reference within twice
+    torch's in the same dtype, plus a small atol."""
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, 128, dtype, seed=21)
+    q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
+    got = launch_gluon_attention(q, k, v, cos, sin, num_anchor, 128**-0.5, config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
+    assert got.shape == q.shape and got.dtype == dtype
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+def test_16_bit_inputs_only():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float32)
+    with pytest.raises(ValueError, match="16-bit inputs"):
+        launch_gluon_attention(q, k, v, cos, sin, 1, 128**-0.5)
