@@ -14,11 +14,12 @@
 #                                      # at 14B, the in-loop and FP8 kernels' steps
 # (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
-#   bash scripts/gpu_checks.sh kernel  # ~7 min with filters: attention kernel configs alone
-#                                      # (SWEEP_FILTER) next to the SDPA baselines, the
-#                                      # rotated-copies variants (VARIANT_FILTER), the 14B step
-#                                      # with the rotated-copies kernel, with SDPA and with the
-#                                      # Triton kernel, the compiled tests. E.g. SWEEP_FILTER=
+#   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
+#                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
+#                                      # compiled tests, the rotated-copies variants
+#                                      # (VARIANT_FILTER), the 14B step with the rotated-copies
+#                                      # kernel, with SDPA, with the Triton kernel (what does
+#                                      # not fit DEADLINE_S is skipped). E.g. SWEEP_FILTER=
 #                                      # '^gluon|^copies|^sdpa: default|^once: 128x64 w8 s3 split$'
 #                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
@@ -121,7 +122,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep variants copies49 sdpa49 step49 tests"
+GROUP[kernel]="setup sweep tests variants copies49 sdpa49 step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()
