@@ -671,7 +671,7 @@ ROTATED_KEYS_HOPPER_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True),
 )
 # kernels/rotated_copies.py's kernel (q, keys and values copied once, one loop over 2N keys;
-# 98-164 KiB shared, no spills), what keys="copies" autotunes over. Each alone on the H100 of
+# 96-128 KiB shared, no spills), what keys="copies" autotunes over. Each alone on the H100 of
 # 2026-11-26 (benchmarks/rotated_copies.py, B=2, 40 heads, bf16, ms at 49 frames): 128x64 w4
 # s2 133.8 (505 TFLOP/s; the fastest Triton loop measured, torch's cuDNN attention 118.8 in
 # the same run), 128x64 w8 s3 143.5, 128x64 w4 s3 149.0; slower: 128x128 w8 s2 161.2,
