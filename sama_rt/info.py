@@ -117,9 +117,10 @@ def format_info(info: dict) -> str:
     lines.append("packages:")
     for name, p in info["packages"].items():
         lines.append(f"  {name:<14} {p['version'] or 'missing  (' + (p['error'] or '') + ')'}")
+    width = max(len(name) for group in ("backends", "attention", "runtime") for name in info[group])
     for group in ("backends", "attention", "runtime"):
         lines.append(f"{group}:")
         for name, b in info[group].items():
             mark = "yes" if b["available"] else "no "
-            lines.append(f"  {name:<12} {mark}  {b['why']}")
+            lines.append(f"  {name:<{width}} {mark}  {b['why']}")
     return "\n".join(lines)

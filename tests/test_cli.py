@@ -81,6 +81,9 @@ def test_missing_weights_name_files(tmp_path, clip):
 def test_info_text_and_json():
     r = run("info")
     assert r.returncode == 0 and "backends:" in r.stdout and "tensorrt" in r.stdout
+    # one column for the yes/no marks, however long a backend's name
+    rows = [line for line in r.stdout.splitlines() if line.startswith("  ") and line.split()[1] in ("yes", "no")]
+    assert len({line.index(line.split()[1], 3) for line in rows}) == 1, rows
     info = json.loads(run("info", "--json").stdout)
     assert info["backends"]["torch"]["available"] is True
     assert set(info["attention"]) == {"reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
