@@ -70,13 +70,19 @@ xdist=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
 # Every Hopper candidate of the anchor-attention kernel alone, each in its own process with a
 # time limit (one that fails or hangs costs only its entry; an autotuning run would lose them
 # all), then any "KEYS: CONFIG" entries in $SWEEP_EXTRA (one a line); SWEEP_FILTER (a grep
-# pattern, e.g. '^once') picks among them. JSON lines on stdout.
+# pattern, e.g. '^once') picks among them. JSON lines on stdout. Once a candidate runs out of
+# time (a hang, e.g. a barrier never completing), the rest of its kind ("gluon:", ...) are
+# skipped with rc 125: each would cost the whole limit too.
 sweep_candidates() {
+  local hung=" "
   { python benchmarks/attention.py --list-candidates; printf '%s\n' "${SWEEP_EXTRA:-}"; } \
     | grep -E -- "${SWEEP_FILTER:-.}" | while IFS= read -r c; do
     [[ -z "$c" ]] && continue
+    kind=${c%%:*}
+    if [[ "$hung" == *" $kind "* ]]; then printf '{"candidate": "%s", "rc": 125}\n' "$c"; continue; fi
     timeout -k 10 "${SWEEP_LIMIT_S:-60}" python benchmarks/attention.py --candidate "$c" --shapes "${SWEEP_SHAPES:-49f,81f}"
     rc=$?
+    (( rc == 124 || rc == 137 )) && hung+="$kind "
     (( rc == 0 )) || printf '{"candidate": "%s", "rc": %d}\n' "$c" "$rc"
   done
 }
@@ -99,7 +105,8 @@ declare -A TIMEOUT CMD
 TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING av/ftfy: run scripts/gpu_wheels.sh and carry .whl'; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
-TIMEOUT[tests]=270;   CMD[tests]="SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+# Without the Gluon kernel's tests when it hung in the sweep (they would hang the section).
+TIMEOUT[tests]=270;   CMD[tests]="gluon=; grep -qE '\"gluon: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py'; SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 TIMEOUT[variants]=420; CMD[variants]="copies_variants"

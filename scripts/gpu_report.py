@@ -91,8 +91,8 @@ def sweep_table(folder: Path, section: str = "sweep") -> list[str]:
             lines.append(f"| {r['shape']} | {r['candidate']} | {r['ms']:.2f} | {r['tflops']:.1f} | {speedup} | "
                          f"{r['peak_mem_gib']:.2f} | {r['err']:.2e} ({r['flash_err']:.2e}) | {r['passed']} |")
         elif not any(m.get("candidate") == r["candidate"] and "ms" in m for m in rows):  # (else: a failed check)
-            lines.append(f"| - | {r['candidate']} | exit {r['rc']}{' (time limit)' if r['rc'] == 124 else ''} "
-                         "| - | - | - | - | - |")
+            why = {124: " (time limit)", 125: " (not run: one of its kind hung)"}.get(r["rc"], "")
+            lines.append(f"| - | {r['candidate']} | exit {r['rc']}{why} | - | - | - | - | - |")
     return lines + [""]
 
 

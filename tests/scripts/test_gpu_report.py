@@ -49,6 +49,7 @@ def test_report_from_real_outputs(tmp_path):
                     "peak_mem_gib": 4.5, "err": 9e-4, "flash_err": 2e-4, "passed": False}),
         '{"candidate": "once: 128x64 w8 s3 split", "rc": 1}',
         '{"candidate": "in-loop: 64x32 w4 s3 split", "rc": 1}',
+        '{"candidate": "gluon: 64x64 w4 s2", "rc": 125}',
         json.dumps({"shape": "49f", "candidate": "sdpa: default", "ms": 112.0, "tflops": 602.7,
                     "peak_mem_gib": 4.0, "err": 2e-4, "flash_err": 2e-4, "passed": True})]))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
@@ -70,6 +71,7 @@ def test_report_from_real_outputs(tmp_path):
     assert "| - | once: 128x128 w8 s2 split flat tma | exit 124 (time limit) |" in text
     assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
     assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
+    assert "| - | gluon: 64x64 w4 s2 | exit 125 (not run: one of its kind hung) |" in text
     assert "| 1.00e-03 | 1.50e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
     assert "| - | 2.00e-03 | - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
