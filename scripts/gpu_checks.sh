@@ -12,7 +12,7 @@
 #                                      # low-memory mode, 81 frames with SDPA, a whole 14B
 #                                      # edit's stages (umT5, VAE, denoise), FP8 linear error
 #                                      # at 14B, the in-loop and FP8 kernels' steps
-# (The two H100 sessions of 2026-11-26 ran every section but fastest49 and compile81,
+# (The H100 sessions of 2026-11-26 ran every section but fastest49, compile81 and copies49,
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
 #                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
