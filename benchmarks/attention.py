@@ -7,7 +7,7 @@ Shapes (480x832, 65 anchors, B=2, 40 heads, head_dim 128, bf16):
 For each shape (timing first: the autotuner keys on the sequence, not on batch or heads, so
 whichever call comes first at a shape tunes it, and that must be the full-size one):
 1. Correctness at the real shape on a subset of heads (batch 1): the Triton kernel (keys
-   rotated in the loop, and once into a copy) and SDPA flash (on explicitly rotated q/k)
+   rotated in the loop, once into a copy, and q, k, v copied: sm_90+) and SDPA flash (on explicitly rotated q/k)
    against a chunked float32 reference; the kernel must meet the tolerance rule "error <= 2x
    SDPA's bf16 error + 1e-4". The fp8 variant's error is
    reported (and held to the e4m3 bound 2**-4 * max|v|), with its rms difference and cosine
@@ -76,6 +76,8 @@ class Check:
     fp8_vs_native_cosine: float | None = None
     # The kernel with its keys rotated once into a copy (KeyRotation.ONCE), same rule as triton_err.
     keys_once_err: float | None = None
+    # kernels/rotated_copies.py (KeyRotation.COPIES, sm_90+ or the interpreter), same rule.
+    copies_err: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ def check_shape(name: str, check_heads: int, with_fp8: bool) -> Check:
     once = anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="once").float()
     keys_once_err = (once - ref).abs().max().item()
     passed = triton_err <= 2 * flash_err + ATOL and keys_once_err <= 2 * flash_err + ATOL
+    copies_err = None
+    if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) >= (9, 0):
+        copies = anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, keys="copies").float()
+        copies_err = (copies - ref).abs().max().item()
+        passed = passed and copies_err <= 2 * flash_err + ATOL
     fp8_err = fp8_bound = fp8_rms = fp8_cosine = None
     if with_fp8:
         fp8 = anchor_attention(q, k, v, cos, sin, NUM_ANCHOR, precision="fp8").float()
@@ -172,7 +179,7 @@ def check_shape(name: str, check_heads: int, with_fp8: bool) -> Check:
         fp8_rms = (fp8 - native).pow(2).mean().sqrt().item()
         fp8_cosine = F.cosine_similarity(fp8.flatten(), native.flatten(), dim=0).item()
     return Check(name, check_heads, triton_err, flash_err, fp8_err, fp8_bound, passed, fp8_rms, fp8_cosine,
-                 keys_once_err)
+                 keys_once_err, copies_err)
 
 
 def timed_methods(q, k, v, cos, sin, with_fp8: bool) -> dict:
@@ -295,13 +302,15 @@ def measure_prepared(entry: str, name: str, check_heads: int, measure, prepare) 
 
 
 def print_table(checks: list[Check], timings: list[Timing]) -> None:
-    print(f"{'shape':6} {'heads':>5} {'in-loop err':>11} {'keys once':>11} {'flash err':>11} {'fp8 err':>11} "
-          f"{'fp8 bound':>10} {'fp8-native rms':>14} {'cosine':>8}  ok")
+    print(f"{'shape':6} {'heads':>5} {'in-loop err':>11} {'keys once':>11} {'copies':>11} {'flash err':>11} "
+          f"{'fp8 err':>11} {'fp8 bound':>10} {'fp8-native rms':>14} {'cosine':>8}  ok")
     for c in checks:
         fp8 = (f"{c.fp8_err:11.3e} {c.fp8_bound:10.3e} {c.fp8_vs_native_rms:14.3e} {c.fp8_vs_native_cosine:8.5f}"
                if c.fp8_err is not None else f"{'-':>11} {'-':>10} {'-':>14} {'-':>8}")
         once = f"{c.keys_once_err:11.3e}" if c.keys_once_err is not None else f"{'-':>11}"
-        print(f"{c.shape:6} {c.heads_checked:5d} {c.triton_err:11.3e} {once} {c.flash_err:11.3e} {fp8}  {c.passed}")
+        copies = f"{c.copies_err:11.3e}" if c.copies_err is not None else f"{'-':>11}"
+        print(f"{c.shape:6} {c.heads_checked:5d} {c.triton_err:11.3e} {once} {copies} {c.flash_err:11.3e} {fp8}  "
+              f"{c.passed}")
     print()
     print(f"{'shape':6} {'method':26} {'ms':>9} {'TFLOP/s':>8} {'vs flash':>8} {'peak GiB':>9}")
     baseline = {t.shape: t.ms for t in timings if t.method == "sdpa flash (pre-rotated)"}

@@ -39,16 +39,17 @@ def outcomes(folder: Path) -> list[str]:
 def attention_table(result: dict) -> list[str]:
     lines = [f"Anchor attention, B={result['batch']}, {result['heads']} heads, d={result['head_dim']}, "
              f"{result['dtype']}, {result['num_anchor']} anchors (torch {result['torch']}, triton {result['triton']})", "",
-             "| shape | heads checked | in-loop err | keys once err | flash err | fp8 err (bound) | "
+             "| shape | heads checked | in-loop err | keys once err | copies err | flash err | fp8 err (bound) | "
              "fp8 vs native: rms, cosine | passed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in result["checks"]:
         fp8 = "-" if c["fp8_err"] is None else f"{c['fp8_err']:.2e} ({c['fp8_bound']:.2e})"
         vs_native = "-" if c.get("fp8_vs_native_rms") is None else \
             f"{c['fp8_vs_native_rms']:.2e}, {c['fp8_vs_native_cosine']:.5f}"
-        once = "-" if c.get("keys_once_err") is None else f"{c['keys_once_err']:.2e}"  # older results lack it
-        lines.append(f"| {c['shape']} | {c['heads_checked']} | {c['triton_err']:.2e} | {once} | {c['flash_err']:.2e} | "
-                     f"{fp8} | {vs_native} | {c['passed']} |")
+        once, copies = ("-" if c.get(key) is None else f"{c[key]:.2e}"  # older results lack them
+                        for key in ("keys_once_err", "copies_err"))
+        lines.append(f"| {c['shape']} | {c['heads_checked']} | {c['triton_err']:.2e} | {once} | {copies} | "
+                     f"{c['flash_err']:.2e} | {fp8} | {vs_native} | {c['passed']} |")
     flash = {t["shape"]: t["ms"] for t in result["timings"] if t["method"].startswith("sdpa flash")}
     lines += ["", "| shape | method | ms | TFLOP/s | vs flash | peak GiB | config |", "|---|---|---|---|---|---|---|"]
     for t in result["timings"]:

@@ -34,7 +34,7 @@ def test_report_from_real_outputs(tmp_path):
     (tmp_path / "attention.out").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
         "dtype": "torch.bfloat16", "num_anchor": 65,
-        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3)),
+        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3, 1.2e-3)),
                    asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
         "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x64 w8 s3 split",
                                             {"128x64 w8 s3 split": 10.0, "128x128 w8 s3 split flat": 12.0,
@@ -72,7 +72,7 @@ def test_report_from_real_outputs(tmp_path):
     assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
     assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
     assert "| - | gluon: 64x64 w4 s2 | exit 125 (not run: one of its kind hung) |" in text
-    assert "| 1.00e-03 | 1.50e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
+    assert "| 1.00e-03 | 1.50e-03 | 1.20e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
     assert "| - | 2.00e-03 | - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
@@ -91,6 +91,7 @@ def test_attention_check_runs_and_fills_every_field(monkeypatch):
     assert check.passed, check
     assert 0 < check.triton_err <= 2 * check.flash_err + attention.ATOL
     assert check.keys_once_err == check.triton_err  # the same arithmetic (interpreter: same tiles)
+    assert 0 < check.copies_err <= 2 * check.flash_err + attention.ATOL
     assert 0 < check.fp8_err <= check.fp8_bound
     assert 0 < check.fp8_vs_native_rms < 0.1 * check.fp8_bound and 0.99 < check.fp8_vs_native_cosine < 1
     attention.print_table([check, attention.Check("81f", 2, 1e-3, 2e-3, None, None, True)], [])  # both row kinds
