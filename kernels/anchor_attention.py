@@ -91,6 +91,17 @@ class KeyRotation(Choice):
     COPIES = "copies"
 
 
+class KernelLanguage(Choice):
+    """What the kernel is written in. TRITON: every variant above. GLUON: keys="copies" as
+    kernels/gluon_attention.py writes it, in Triton's lower-level dialect, with the softmax
+    overlapped with the dots; compiled only (Gluon has no interpreter), Hopper only, and not
+    yet run on a GPU (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention.
+    """
+
+    TRITON = "triton"
+    GLUON = "gluon"
+
+
 # --------------------------------------------------------------------------------------------
 # Triton kernel
 # --------------------------------------------------------------------------------------------
@@ -931,10 +942,17 @@ def _ensure_scratch_allocator() -> None:
 
 
 def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: AttentionPrecision,
-            keys: KeyRotation = KeyRotation.IN_LOOP, config: triton.Config | None = None) -> torch.Tensor:
+            keys: KeyRotation = KeyRotation.IN_LOOP, config: triton.Config | None = None,
+            language: KernelLanguage = KernelLanguage.TRITON) -> torch.Tensor:
     """config: run this one configuration instead of the autotuned choice (tests)."""
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
+    gluon = language is KernelLanguage.GLUON
+    if gluon and (keys is not KeyRotation.COPIES or fp8 or config is not None):
+        raise ValueError("the Gluon kernel is keys='copies' at native precision, with its default config")
+    if gluon and (q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) < (9, 0)):
+        raise ValueError(f"the Gluon kernel runs only compiled, for a Hopper GPU or newer (got {q.device}; Gluon "
+                         "has no interpreter): use language='triton'")
     rotated_keys = keys is KeyRotation.ONCE
     rotated_copies = keys is KeyRotation.COPIES or bool(config is not None and config.kwargs.get("ROTATED_COPIES"))
     if fp8 and keys is not KeyRotation.IN_LOOP:
@@ -967,6 +985,11 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         if seq_len * t.stride(1) + num_heads * t.stride(2) >= 2**31:
             raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
     cos, sin = cos.contiguous(), sin.contiguous()
+    if gluon:
+        from .gluon_attention import launch_gluon_attention
+
+        with torch.cuda.device(q.device):
+            return launch_gluon_attention(q, k, v, cos, sin, num_anchor, scale)
     if rotated_copies:
         from .rotated_copies import launch_rotated_copies
 
@@ -1031,15 +1054,17 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
 @torch.library.custom_op("sama_rt::anchor_attention", mutates_args=())
 def _anchor_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-    num_anchor: int, scale: float, precision: str, keys: str,
+    num_anchor: int, scale: float, precision: str, keys: str, language: str = "triton",
 ) -> torch.Tensor:
-    return _launch(q, k, v, cos, sin, num_anchor, scale, AttentionPrecision.parse(precision), KeyRotation.parse(keys))
+    return _launch(q, k, v, cos, sin, num_anchor, scale, AttentionPrecision.parse(precision), KeyRotation.parse(keys),
+                   language=KernelLanguage.parse(language))
 
 
 @_anchor_attention_op.register_fake
-def _anchor_attention_fake(q, k, v, cos, sin, num_anchor, scale, precision, keys):
+def _anchor_attention_fake(q, k, v, cos, sin, num_anchor, scale, precision, keys, language="triton"):
     AttentionPrecision.parse(precision)
     KeyRotation.parse(keys)
+    KernelLanguage.parse(language)
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError("q, k, v must all be [B, L, heads, head_dim] of one shape")
     return v.new_empty(q.shape)
@@ -1059,6 +1084,7 @@ def anchor_attention(
     scale: float | None = None,
     precision: AttentionPrecision | str = AttentionPrecision.NATIVE,
     keys: KeyRotation | str = KeyRotation.IN_LOOP,
+    language: KernelLanguage | str = KernelLanguage.TRITON,
 ) -> torch.Tensor:
     """Self-attention over [source N | anchors A | target N] with RoPE applied inside the kernel.
 
@@ -1067,11 +1093,12 @@ def anchor_attention(
     float32 from `rope_tables`. Returns [B, L, heads, head_dim] in v's dtype; scale defaults
     to head_dim ** -0.5. Always launches the Triton kernel (CUDA, or CPU under
     TRITON_INTERPRET=1). keys: where the keys are rotated (see KeyRotation; "once" writes a
-    rotated copy of the video keys first, as large as k without its anchor rows).
+    rotated copy of the video keys first, as large as k without its anchor rows). language:
+    "gluon" runs keys="copies" as the Gluon kernel (see KernelLanguage; Hopper only).
     """
     precision, keys = AttentionPrecision.parse(precision), KeyRotation.parse(keys)
     return _anchor_attention_op(q, k, v, cos, sin, int(num_anchor), _resolve_scale(scale, q.shape[-1]),
-                                precision.value, keys.value)
+                                precision.value, keys.value, KernelLanguage.parse(language).value)
 
 
 # --------------------------------------------------------------------------------------------

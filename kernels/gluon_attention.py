@@ -18,8 +18,10 @@ as the rotated-copies kernel, up to the order of the additions.
 NOT YET RUN ON A GPU. It compiles for sm_90 here (tests/kernels/test_gluon_attention.py checks
 the compiled code for the overlap), but Gluon has no interpreter, so its numbers are checked
 only on a Hopper GPU: `benchmarks/attention.py --candidate "gluon: 128x64 w8 s2"` times and
-checks one config, and the GPU tests compare it with the reference. Until then no attention
-backend uses it.
+checks one config, and the GPU tests compare it with the reference. It is reached as
+`anchor_attention(..., keys="copies", language="gluon")` (GLUON_CONFIGS[0]) and the model's
+opt-in `--attention triton-gluon`, which must pass the backend self-check first (several
+query and key tiles against the reference), so a wrong kernel is refused, not used.
 """
 from __future__ import annotations
 

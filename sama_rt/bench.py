@@ -312,7 +312,11 @@ def run_bench(bc: BenchConfig) -> dict:
     else:
         times, ours = _time_solver(predictor, noise, semantic, sigmas, bc.solver, clock)
     result.update(_approximation_counts(predictor, bc, cfg.num_layers))
-    if attention_used.startswith("triton"):
+    if attention_used == "triton-gluon":
+        from .kernels.gluon_attention import GLUON_CONFIGS
+
+        result["attention_kernel_config"] = f"gluon {GLUON_CONFIGS[0]}"  # one config, not autotuned
+    elif attention_used.startswith("triton"):
         from .kernels.anchor_attention import tuned_config
 
         result["attention_kernel_config"] = tuned_config()  # the autotuner's choice at this shape

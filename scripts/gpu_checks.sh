@@ -16,10 +16,11 @@
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
 #                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
-#                                      # compiled tests, the rotated-copies variants
-#                                      # (VARIANT_FILTER), the 14B step with the rotated-copies
-#                                      # kernel, with SDPA, with the Triton kernel (what does
-#                                      # not fit DEADLINE_S is skipped). E.g. SWEEP_FILTER=
+#                                      # compiled tests, the 14B step with the Gluon kernel
+#                                      # (if it passed the sweep), with SDPA, with the
+#                                      # rotated-copies kernel, the rotated-copies variants
+#                                      # (VARIANT_FILTER), the step with the Triton kernel
+#                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
 #                                      # '^gluon|^copies|^sdpa: default|^once: 128x64 w8 s3 split$'
 #                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
@@ -120,6 +121,8 @@ TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-
 # Not when the sweep saw a rotated-copies config fail or hang (its time is better spent elsewhere).
 TIMEOUT[copies49]=180; CMD[copies49]="if grep -qE '\"copies: .*\", \"rc\"' $out/sweep.out 2>/dev/null; then echo 'a copies config failed in the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-copies --profile"
 TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
+# Not when a Gluon config failed, hung or was skipped in the sweep (or the sweep did not run them).
+TIMEOUT[gluon49]=180; CMD[gluon49]="if ! grep -q '\"gluon: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon: .*\", \"rc\"' $out/sweep.out; then echo 'the Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon --profile"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
@@ -129,7 +132,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests variants copies49 sdpa49 step49"
+GROUP[kernel]="setup sweep tests gluon49 sdpa49 copies49 variants step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "copies49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
+STEP_SECTIONS = ("step49", "gluon49", "copies49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
                  "compile49", "compile81", "offload49", "fastest49")
 
 

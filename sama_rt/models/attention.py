@@ -20,6 +20,9 @@ that contract:
   q, k rotated and v copied once, ~2.5 GiB more than `triton` at 81 frames); Hopper only.
   The fastest Triton loop on an H100 (133.8 vs 142.0 ms at 49 frames), still slower than
   the cuDNN attention that `sdpa` runs there (118.8 ms).
+- `triton-gluon`: `triton-copies` as kernels/gluon_attention.py writes it in Gluon, with each
+  tile's softmax overlapped with the previous tile's p.v; Hopper only (compiled, no
+  interpreter). Experimental: not yet run on a GPU, so it must pass the self-check first.
 """
 from __future__ import annotations
 
@@ -42,18 +45,22 @@ class AttentionBackend(Choice):
     TRITON_IN_LOOP = "triton-in-loop"
     TRITON_FP8 = "triton-fp8"
     TRITON_COPIES = "triton-copies"
+    TRITON_GLUON = "triton-gluon"
 
     @property
     def uses_triton(self) -> bool:
         return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8,
-                        AttentionBackend.TRITON_COPIES)
+                        AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_GLUON)
 
     @property
     def kernel_options(self) -> dict[str, str]:
-        """`anchor_attention`'s precision and keys for a Triton backend. Keys rotated once is
-        the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has only the in-loop form."""
-        keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_COPIES: "copies"}.get(self, "in-loop")
-        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native", "keys": keys}
+        """`anchor_attention`'s precision, keys and language for a Triton backend. Keys rotated
+        once is the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has only the in-loop
+        form."""
+        keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_COPIES: "copies",
+                AttentionBackend.TRITON_GLUON: "copies"}.get(self, "in-loop")
+        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native", "keys": keys,
+                "language": "gluon" if self is AttentionBackend.TRITON_GLUON else "triton"}
 
 
 def attention_backend_names() -> list[str]:
@@ -92,6 +99,8 @@ def select_attention_backend(
     backend = AttentionBackend.parse(requested, also_valid=("auto",))
     if backend.uses_triton:
         ok, why = triton_available()
+        if ok and backend is AttentionBackend.TRITON_GLUON and device.type != "cuda":
+            ok, why = False, "the Gluon kernel runs only compiled, on a Hopper GPU (Gluon has no interpreter)"
         if ok and device.type == "cuda":
             ok, why = triton_self_check(device, head_dim, dtype, backend)
         if not ok:

@@ -88,3 +88,18 @@ def test_16_bit_inputs_only():
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float32)
     with pytest.raises(ValueError, match="16-bit inputs"):
         launch_gluon_attention(q, k, v, cos, sin, 1, 128**-0.5)
+
+
+def test_reached_through_anchor_attention_only_where_it_can_run():
+    """`anchor_attention(..., keys="copies", language="gluon")` is the public way in: a clear
+    error off Hopper (no interpreter) and for the variants the Gluon kernel does not have."""
+    from sama_rt.kernels import anchor_attention
+
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float16)
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)):
+        with pytest.raises(ValueError, match="runs only compiled, for a Hopper GPU"):
+            anchor_attention(q, k, v, cos, sin, 1, keys="copies", language="gluon")
+    with pytest.raises(ValueError, match="keys='copies' at native precision"):
+        anchor_attention(q, k, v, cos, sin, 1, keys="once", language="gluon")
+    with pytest.raises(ValueError, match="valid: triton, gluon"):
+        anchor_attention(q, k, v, cos, sin, 1, language="cuda")

@@ -11,7 +11,8 @@ from sama_rt.models.attention import (
 def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
-    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, auto"):
+    with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, "
+                                         "triton-gluon, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -24,7 +25,10 @@ def test_self_check_passes_in_the_interpreter_fp32():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs a CUDA GPU")
 def test_self_check_passes_compiled_on_cuda_bf16():
-    for backend in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP):
+    backends = [AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP]
+    if torch.cuda.get_device_capability() >= (9, 0):
+        backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_GLUON]
+    for backend in backends:
         ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
         assert ok, (backend, why)
 
@@ -61,10 +65,19 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                                     for backend in AttentionBackend if backend.uses_triton})
-    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies"):
+    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-gluon"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
+
+
+def test_gluon_backend_needs_a_hopper_gpu():
+    """Gluon kernels have no interpreter: off CUDA the backend is refused when chosen, with the
+    reason, rather than failing inside the first denoising step."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the backend is chosen after its self-check (test_self_check_passes_compiled_on_cuda_bf16)")
+    with pytest.raises(RuntimeError, match="'triton-gluon' cannot run here: the Gluon kernel runs only compiled"):
+        select_attention_backend("triton-gluon", "cpu")
 
 
 def test_self_check_reports_a_failing_kernel(monkeypatch):
@@ -85,7 +98,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
     assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                         "triton-copies"]
+                                         "triton-copies", "triton-gluon"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -106,22 +119,29 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     assert fp8_err > 10 * (native.float() - want).abs().max().item()
 
 
-@pytest.mark.parametrize("backend, keys, head_dim", [(AttentionBackend.TRITON, "once", 48),
-                                                     (AttentionBackend.TRITON_IN_LOOP, "in-loop", 48),
-                                                     (AttentionBackend.TRITON_COPIES, "copies", 128)])
-def test_triton_backends_reach_their_kernel_variant(backend, keys, head_dim):
+@pytest.mark.parametrize("backend, keys, language, head_dim", [
+    (AttentionBackend.TRITON, "once", "triton", 48),
+    (AttentionBackend.TRITON_IN_LOOP, "in-loop", "triton", 48),
+    (AttentionBackend.TRITON_COPIES, "copies", "triton", 128),
+    (AttentionBackend.TRITON_GLUON, "copies", "gluon", 128),
+])
+def test_triton_backends_reach_their_kernel_variant(backend, keys, language, head_dim):
     """`triton` runs the kernel with its keys rotated once (the faster variant), `triton-in-loop`
     with them rotated in its loop, `triton-copies` the rotated-copies kernel (power-of-two
-    head_dim, Hopper): the same numbers as calling the kernel with those keys."""
+    head_dim, Hopper), `triton-gluon` its Gluon form (Hopper, compiled only): the same numbers
+    as calling the kernel with those keys and that language."""
     from sama_rt.kernels import anchor_attention, rope_tables
 
-    assert backend.kernel_options == {"precision": "native", "keys": keys}
-    assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop"}
+    assert backend.kernel_options == {"precision": "native", "keys": keys, "language": language}
+    assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop", "language": "triton"}
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if keys == "copies" and device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("the rotated-copies kernel needs a Hopper GPU (TMA loads)")
+    if language == "gluon" and device != "cuda":
+        pytest.skip("Gluon kernels run only compiled, on a Hopper GPU (no interpreter)")
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2 * 12 + 3, 2, head_dim, generator=gen).to(device, torch.float16) for _ in range(3))
     cos, sin = rope_tables(1, 3, 4, head_dim, device=device)
     got = anchor_self_attention(q, k, v, cos, sin, 3, backend)
-    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys=keys), atol=0, rtol=0)
+    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys=keys, language=language), atol=0,
+                               rtol=0)
