@@ -39,12 +39,12 @@ from .rotated_copies import rotated_copies_inputs
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
 # "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 155 registers),
 # 64x64 w4 (154 registers, 80 KiB: two programs an SM), 128x32 w4 (one warpgroup of 128
-# rows, 245), 128x128 w8 (248, 160 KiB). 128x64 w4 spills (255 registers, 434 spill
-# instructions). None has been timed.
+# rows, 234-245), 128x128 w8 (247-248, 160 KiB). 128x64 w4 spills (255 registers, 434-531
+# spill instructions). None has been timed.
 GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
 
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
-# `async_load` from 3.7 on (the old name then raises); same arguments.
+# `async_load` in later versions (3.9 here, where the old name raises); same arguments.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 
 
