@@ -44,8 +44,10 @@ from .rotated_copies import rotated_copies_inputs
 GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
 
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
-# `async_load` in later versions (3.9 here, where the old name raises); same arguments.
+# `async_load` in later versions (3.9 here, where the old name raises); same arguments. The
+# CTA-wide barrier is `thread_barrier` in 3.6 and `barrier` in 3.9.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
 
 @gluon.jit
@@ -145,9 +147,12 @@ def gluon_attention_fwd(
         alpha = gl.exp2(m_i - m_new)
         l_i = l_i * alpha + gl.sum(p, 1)
         m_i = m_new
-        # The p.v must be done before acc is rescaled and before its slot is refilled.
+        # The p.v must be done before acc is rescaled and before its slot is refilled, in every
+        # warpgroup: one thread issues the refill, and with two warpgroups the other may still
+        # be reading the slot.
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        _cta_barrier()
         _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES)
 
     last = (num_tiles - 1) % STAGES
