@@ -34,7 +34,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from .anchor_attention import _LOG2E
-from .rotated_copies import rotated_copies_inputs
+from .rotated_copies import copies_kernel_signature, rotated_copies_inputs
 
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
 # "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 155 registers),
@@ -194,10 +194,7 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
     fn = gluon_attention_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
                       STAGES=stages, num_warps=num_warps)
-    pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
-    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-             if name in pointers or name.startswith("stride_")}
+    signature, attrs = copies_kernel_signature(fn, constexprs, dtype)
     return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
