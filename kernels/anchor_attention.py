@@ -23,7 +23,8 @@ faster on an H100 (docs/BENCHMARKS.md), and what the model's `triton` attention 
 autotune list also holds FLAT_KEYS configs, which walk the copy as one key sequence with one
 full-width dot per tile (q joined into the copy's channel order once). kernels/rotated_copies.py
 holds that loop alone over rotated copies of q and k and a copy of v (`keys="copies"`, Hopper;
-its configs end in " copies").
+its configs end in " copies"); kernels/fp8_copies.py the same loop over e4m3 copies
+(`precision="fp8", keys="copies"`).
 
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
@@ -63,8 +64,10 @@ class AttentionPrecision(Choice):
     NATIVE: tensor-core dots in the input dtype (fp16/bf16; fp32 inputs use exact fp32 dots),
     fp32 accumulation. FP8: q.k and p.v in float8 e4m3 with per-block scales (per query row for
     q, per block of FP8_KEY_BLOCK positions for k, per channel for v, one 1/448 for p), fp32
-    accumulation; needs sm_89+. The k and v scales come from a pre-pass over k and v (two
-    reductions, no copies), so the main loop only multiplies and casts.
+    accumulation; needs sm_89+. In-loop, the k and v scales come from a pre-pass over k and v
+    (two reductions, no copies), so the main loop only multiplies and casts; with
+    keys="copies" (kernels/fp8_copies.py, Hopper) q, k and v are quantized once into e4m3
+    copies, k's scales then per block of FP8_KEY_BLOCK rows of the rotated copy.
     """
 
     NATIVE = "native"
@@ -83,7 +86,8 @@ class KeyRotation(Choice):
     anchor rows, all three by pre-passes, for the single loop of kernels/rotated_copies.py
     (Hopper only: tensor-memory-accelerator loads; three copies,
     ~3x the memory of ONCE; q rounded to its dtype after rotation, as SDPA on pre-rotated q
-    sees it). fp8 has only IN_LOOP.
+    sees it). fp8 has IN_LOOP and COPIES: its copies are e4m3, quantized once by the pre-passes
+    of kernels/fp8_copies.py (v transposed), for a loop with no conversion but p's.
     """
 
     IN_LOOP = "in-loop"
@@ -692,6 +696,20 @@ ROTATED_COPIES_CONFIGS = (
     _config(128, 64, 8, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
     _config(128, 64, 4, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
 )
+# kernels/fp8_copies.py's kernel (precision="fp8", keys="copies": e4m3 copies of the rotated
+# q and k and of v transposed, one loop; key tiles of 32-128 keys, FP8_KEY_BLOCK's divisors).
+# Chosen from the compiled sm_90 code (benchmarks/kernel_sass.py, D=128; Triton 3.6 and 3.9
+# alike): these compile to QGMMA without spills. 64x128 w4 (170 registers, 72-104 KiB) lets
+# two programs share an SM, whose warpgroups then overlap one's softmax with the other's
+# dots; 128x128 w8 (174-183 registers) runs one program of two warpgroups an SM. Spilling,
+# so not listed: 128x128 w4 (574 spill instructions), 256x128 w8 (574). Not yet timed on a GPU.
+FP8_COPIES_CONFIGS = (
+    _config(128, 128, 8, 2, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(64, 128, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(64, 128, 4, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(128, 64, 4, 2, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+    _config(128, 128, 8, 3, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
+)
 # Ampere / Ada (100-164 KB shared memory, mma.sync): 4-warp tiles spill inside the loop, so
 # 8 warps and shorter key steps; 128x32 is the one that fp8 (BLOCK_N >= 32) can use on Ada
 # (with bf16 it spills; the autotuner weighs that). Split loads add spills here: not used.
@@ -902,10 +920,18 @@ def fp8_scales(k: torch.Tensor, v: torch.Tensor, num_video: int, num_anchor: int
     blocks = triton.cdiv(num_video, block)
     k_row = F.pad(k_row.float(), (0, 0, 0, blocks * block - num_video))
     k_amax = k_row.view(batch, blocks, block, num_heads).amax(dim=2).transpose(1, 2)
-    v_amax = torch.maximum(*(torch.linalg.vector_norm(v[:, rows], ord=float("inf"), dim=1) for rows in video))
     k_scale = (k_amax * 2**0.5).clamp(min=1e-30) / FP8_E4M3_MAX.value
+    return k_scale.reshape(batch * num_heads, blocks).contiguous(), value_scales(v, num_video, num_anchor)
+
+
+def value_scales(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor:
+    """The FP8 kernels' value scales: one per (batch, head, channel), mapping the largest |v|
+    of the video rows onto 448; float32 [B * heads, head_dim]."""
+    batch, _, num_heads, head_dim = v.shape
+    video = (slice(0, num_video), slice(num_video + num_anchor, None))
+    v_amax = torch.maximum(*(torch.linalg.vector_norm(v[:, rows], ord=float("inf"), dim=1) for rows in video))
     v_scale = v_amax.float().clamp(min=1e-30) / FP8_E4M3_MAX.value
-    return k_scale.reshape(batch * num_heads, blocks).contiguous(), v_scale.reshape(batch * num_heads, head_dim).contiguous()
+    return v_scale.reshape(batch * num_heads, head_dim).contiguous()
 
 
 ROTATE_KEYS_BLOCK = 64  # rows per program of the key-rotation pre-pass
@@ -955,8 +981,9 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
                          "has no interpreter): use language='triton'")
     rotated_keys = keys is KeyRotation.ONCE
     rotated_copies = keys is KeyRotation.COPIES or bool(config is not None and config.kwargs.get("ROTATED_COPIES"))
-    if fp8 and keys is not KeyRotation.IN_LOOP:
-        raise ValueError(f"keys={keys.value!r} is a native-precision variant; fp8 rotates its keys in the loop")
+    if fp8 and keys is KeyRotation.ONCE:
+        raise ValueError("keys='once' is a native-precision variant; fp8 rotates its keys in the loop "
+                         "(keys='in-loop') or quantizes rotated copies of q, k and v once (keys='copies')")
     if config is not None and config.kwargs.get("FLAT_KEYS") and keys is KeyRotation.IN_LOOP:
         raise ValueError("a FLAT_KEYS config reads the rotated key copy: use it with keys='once'")
     if keys is KeyRotation.COPIES and config is not None and not config.kwargs.get("ROTATED_COPIES"):
@@ -990,6 +1017,11 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
 
         with torch.cuda.device(q.device):
             return launch_gluon_attention(q, k, v, cos, sin, num_anchor, scale)
+    if rotated_copies and fp8:
+        from .fp8_copies import launch_fp8_copies
+
+        with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+            return launch_fp8_copies(q, k, v, cos, sin, num_anchor, scale, config)
     if rotated_copies:
         from .rotated_copies import launch_rotated_copies
 

@@ -168,22 +168,28 @@ def config_name(config: triton.Config) -> str:
                          split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True))
 
 
-def rotated_copies_inputs(q, k, v, cos, sin, num_anchor: int):
-    """What a kernel over the copies needs: (out, anchor_sum, (q copy, k copy, v copy)).
-
-    out: [B, L, heads, head_dim] in v's dtype with the anchor queries' rows already written
-    (they attend uniformly, q = 0: mean(v) over the whole sequence, summed in float32 without a
-    float32 copy of v); anchor_sum: float32 [B * heads, head_dim], the anchor rows of v summed;
-    the copies [B * heads, 2N, head_dim] (module docstring)."""
-    batch, seq_len, num_heads, head_dim = q.shape
-    num_video = cos.shape[0]
-    if head_dim & (head_dim - 1) or head_dim < 16:
-        raise ValueError(f"the rotated-copies kernel needs a power-of-two head_dim >= 16, got {head_dim}")
+def anchor_rows_and_sum(v: torch.Tensor, num_video: int, num_anchor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, anchor_sum) for a kernel that writes the video rows only: out [B, L, heads, D] in
+    v's dtype with the anchor queries' rows already written (they attend uniformly, q = 0:
+    mean(v) over the whole sequence, summed in float32 without a float32 copy of v), and
+    anchor_sum float32 [B * heads, D], the anchor rows of v summed (the folded anchor key)."""
+    batch, seq_len, num_heads, head_dim = v.shape
     out = torch.empty((batch, seq_len, num_heads, head_dim), dtype=v.dtype, device=v.device)
     mean = v.sum(dim=1, keepdim=True, dtype=torch.float32) / seq_len
     out[:, num_video:num_video + num_anchor] = mean.to(v.dtype)
     anchor_sum = v[:, num_video:num_video + num_anchor].sum(dim=1, dtype=torch.float32)
-    anchor_sum = anchor_sum.reshape(batch * num_heads, head_dim).contiguous()
+    return out, anchor_sum.reshape(batch * num_heads, head_dim).contiguous()
+
+
+def rotated_copies_inputs(q, k, v, cos, sin, num_anchor: int):
+    """What a kernel over the copies needs: (out, anchor_sum, (q copy, k copy, v copy)), the
+    first two from `anchor_rows_and_sum`, the copies [B * heads, 2N, head_dim] (module
+    docstring)."""
+    head_dim = q.shape[-1]
+    num_video = cos.shape[0]
+    if head_dim & (head_dim - 1) or head_dim < 16:
+        raise ValueError(f"the rotated-copies kernel needs a power-of-two head_dim >= 16, got {head_dim}")
+    out, anchor_sum = anchor_rows_and_sum(v, num_video, num_anchor)
     if q.device.type == "cuda":
         _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
     copies = (rotate_keys(q, cos, sin, num_anchor),  # the key pre-pass serves q's video rows as well

@@ -62,7 +62,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="self-attention: auto is SDPA (fastest measured on an H100); triton runs the fused "
                         "anchor-attention kernel, triton-in-loop the same kernel rotating keys in its loop "
                         "(less memory, slower), triton-fp8 its FP8 variant (an approximation), triton-copies its "
-                        "fastest form on Hopper (q, k, v copied: more memory), triton-gluon that form in Gluon "
+                        "fastest form on Hopper (q, k, v copied: more memory), triton-fp8-copies that form in FP8 "
+                        "(Hopper; an approximation, not yet timed), triton-gluon the copies form in Gluon "
                         "(Hopper; experimental, not yet run on a GPU)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")

@@ -71,6 +71,8 @@ def collect_info() -> dict:
                        "why": fp8_why if triton_ok and cuda else triton_why},
         "triton-copies": {"available": triton_ok and (hopper_ok or not cuda),
                           "why": hopper_why if triton_ok and cuda else triton_why},
+        "triton-fp8-copies": {"available": triton_ok and (hopper_ok or not cuda),
+                              "why": hopper_why if triton_ok and cuda else triton_why},
         # Gluon has no interpreter: compiled, on a Hopper GPU, or not at all.
         "triton-gluon": {"available": triton_ok and cuda and hopper_ok,
                          "why": (hopper_why + "; experimental, not yet run on a GPU") if triton_ok and cuda

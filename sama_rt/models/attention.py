@@ -16,6 +16,11 @@ that contract:
   copy: ~0.8 GiB less at 81 frames, but 1.65x slower on an H100, docs/BENCHMARKS.md).
 - `triton-fp8`: the in-loop kernel with q.k and p.v in float8 e4m3 (per-block scales); an
   approximation, opt-in only (never picked by "auto"), sm_89+; error in docs/BENCHMARKS.md.
+  On an H100 it ran at 0.35x flash SDPA: it rotates and quantizes every key tile again for
+  every query block.
+- `triton-fp8-copies`: the FP8 loop of kernels/fp8_copies.py: q, k and v quantized once into
+  e4m3 copies (~1.2 GiB at 81 frames, half the bf16 copies of `triton-copies`), so that the
+  loop converts nothing but p; Hopper only, opt-in, not yet timed on a GPU.
 - `triton-copies`: the kernel as one plain flash-attention loop (kernels/rotated_copies.py:
   q, k rotated and v copied once, ~2.5 GiB more than `triton` at 81 frames); Hopper only.
   The fastest Triton loop on an H100 (133.8 vs 142.0 ms at 49 frames), still slower than
@@ -45,21 +50,27 @@ class AttentionBackend(Choice):
     TRITON_IN_LOOP = "triton-in-loop"
     TRITON_FP8 = "triton-fp8"
     TRITON_COPIES = "triton-copies"
+    TRITON_FP8_COPIES = "triton-fp8-copies"
     TRITON_GLUON = "triton-gluon"
 
     @property
     def uses_triton(self) -> bool:
         return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8,
-                        AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_GLUON)
+                        AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES,
+                        AttentionBackend.TRITON_GLUON)
+
+    @property
+    def is_fp8(self) -> bool:
+        return self in (AttentionBackend.TRITON_FP8, AttentionBackend.TRITON_FP8_COPIES)
 
     @property
     def kernel_options(self) -> dict[str, str]:
         """`anchor_attention`'s precision, keys and language for a Triton backend. Keys rotated
-        once is the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has only the in-loop
-        form."""
+        once is the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has the in-loop and
+        the copies form."""
         keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_COPIES: "copies",
-                AttentionBackend.TRITON_GLUON: "copies"}.get(self, "in-loop")
-        return {"precision": "fp8" if self is AttentionBackend.TRITON_FP8 else "native", "keys": keys,
+                AttentionBackend.TRITON_FP8_COPIES: "copies", AttentionBackend.TRITON_GLUON: "copies"}.get(self, "in-loop")
+        return {"precision": "fp8" if self.is_fp8 else "native", "keys": keys,
                 "language": "gluon" if self is AttentionBackend.TRITON_GLUON else "triton"}
 
 
@@ -135,7 +146,7 @@ def triton_self_check(device, head_dim: int, dtype: torch.dtype,
             error = (got - want).abs().max().item()
             # bf16/fp16 inputs with fp32 accumulation stay well inside 5e-2 here; fp8 within
             # e4m3's 2**-4 of max|v|. A wrong index or a broken build is off by O(1).
-            limit = 2**-4 * v.abs().max().item() if backend is AttentionBackend.TRITON_FP8 else 5e-2
+            limit = 2**-4 * v.abs().max().item() if backend.is_fp8 else 5e-2
             ok = error < limit
             _SELF_CHECKS[key] = (ok, f"triton self-check error {error:.2e}" + ("" if ok else " (too large)"))
         except Exception as e:  # noqa: BLE001 - any failure means: do not use the kernel here

@@ -12,7 +12,7 @@ def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
     with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, "
-                                         "triton-gluon, auto"):
+                                         "triton-fp8-copies, triton-gluon, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -27,7 +27,7 @@ def test_self_check_passes_in_the_interpreter_fp32():
 def test_self_check_passes_compiled_on_cuda_bf16():
     backends = [AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP]
     if torch.cuda.get_device_capability() >= (9, 0):
-        backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_GLUON]
+        backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES, AttentionBackend.TRITON_GLUON]
     for backend in backends:
         ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
         assert ok, (backend, why)
@@ -65,7 +65,7 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                                     for backend in AttentionBackend if backend.uses_triton})
-    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-gluon"):
+    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies", "triton-gluon"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -98,7 +98,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
     assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                         "triton-copies", "triton-gluon"]
+                                         "triton-copies", "triton-fp8-copies", "triton-gluon"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -145,3 +145,23 @@ def test_triton_backends_reach_their_kernel_variant(backend, keys, language, hea
     got = anchor_self_attention(q, k, v, cos, sin, 3, backend)
     torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys=keys, language=language), atol=0,
                                rtol=0)
+
+
+def test_fp8_copies_backend_reaches_the_fp8_copies_kernel():
+    """`triton-fp8-copies` runs the FP8 loop over quantized copies (kernels/fp8_copies.py:
+    Hopper, or the interpreter): the same numbers as the kernel called with precision="fp8",
+    keys="copies", and not the in-loop FP8 kernel's (other key scales)."""
+    from sama_rt.kernels import anchor_attention, rope_tables
+
+    backend = AttentionBackend.TRITON_FP8_COPIES
+    assert backend.kernel_options == {"precision": "fp8", "keys": "copies", "language": "triton"}
+    device = "cpu" if not torch.cuda.is_available() else "cuda"
+    if device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the FP8 copies kernel needs a Hopper GPU (TMA loads)")
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2 * 12 + 3, 2, 128, generator=gen).to(device, torch.float16) for _ in range(3))
+    cos, sin = rope_tables(1, 3, 4, 128, device=device)
+    got = anchor_self_attention(q, k, v, cos, sin, 3, backend)
+    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, precision="fp8", keys="copies"), atol=0,
+                               rtol=0)
+    assert not torch.equal(got, anchor_attention(q, k, v, cos, sin, 3, precision="fp8"))
