@@ -15,8 +15,9 @@ became. These are the facts the config lists were chosen from; speed
 itself needs a GPU (benchmarks/attention.py). Then the rotated-copies kernel's configs
 (kernels/rotated_copies.py), as they run and warp-specialised (wrong on the H100 with Triton
 3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
-register budgets (setmaxnreg) the warp-specialised warpgroups trade. Last, the Gluon kernel's
-configs (kernels/gluon_attention.py).
+register budgets (setmaxnreg) the warp-specialised warpgroups trade. Then the FP8 loop over
+e4m3 copies (kernels/fp8_copies.py), and last the Gluon kernel's configs
+(kernels/gluon_attention.py).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
+from sama_rt.kernels.fp8_copies import compile_fp8_copies  # noqa: E402
 from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, compile_gluon_attention, parse_gluon_config  # noqa: E402
 from sama_rt.kernels.rotated_copies import compile_rotated_copies  # noqa: E402
 
@@ -130,6 +132,13 @@ def main() -> int:
                          "stages": stages, "precision": "native", "split_loads": True,
                          "keys": "q, k, v copied" + (", warp-specialised" if ws else ""), "in_autotune_list": not ws,
                          "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
+    # kernels/fp8_copies.py: the loop over e4m3 copies (precision="fp8", keys="copies").
+    for c in kernel.FP8_COPIES_CONFIGS:
+        m, n, warps, stages = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+        compiled = compile_fp8_copies(m, n, warps, stages, head_dim=args.head_dim, dtype=args.dtype)
+        rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": warps, "stages": stages, "precision": "fp8",
+                     "split_loads": True, "keys": "q, k, v quantized copies", "in_autotune_list": True,
+                     "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
     # kernels/gluon_attention.py: the same copies, the softmax overlapped with p.v (not autotuned).
     for config in GLUON_CONFIGS:
         m, n, warps, stages = parse_gluon_config(config)

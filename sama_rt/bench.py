@@ -348,7 +348,9 @@ def run_bench(bc: BenchConfig) -> dict:
 
 # Where a step's time goes, by kernel (CUDA) or operator (CPU) name. First match wins.
 PROFILE_CATEGORIES = (
-    ("attention", ("anchor_attention", "flash", "fmha", "attention", "scaled_dot_product", "softmax")),
+    # The Triton attention's kernels, its pre-passes (rotated / quantized copies) included.
+    ("attention", ("anchor_attention", "flash", "fmha", "attention", "scaled_dot_product", "softmax",
+                   "rotate_keys_fwd", "copies_fwd", "quantize_rotated_fwd", "quantize_values_fwd")),
     ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::bmm",
               "aten::_scaled_mm", "aten::baddbmm", "conv")),
     ("norm", ("layer_norm", "rms_norm", "norm")),

@@ -17,11 +17,12 @@
 #   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
 #                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
 #                                      # compiled tests, the 14B step with the Gluon kernel
-#                                      # (if it passed the sweep), with SDPA, with the
-#                                      # rotated-copies kernel, the rotated-copies variants
-#                                      # (VARIANT_FILTER), the step with the Triton kernel
-#                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
-#                                      # '^gluon|^copies|^sdpa: default|^once: 128x64 w8 s3 split$'
+#                                      # and with the FP8 copies kernel (each if it passed
+#                                      # the sweep), with SDPA, with the rotated-copies
+#                                      # kernel, the rotated-copies variants (VARIANT_FILTER),
+#                                      # the step with the Triton kernel (what does not fit
+#                                      # DEADLINE_S is skipped). SWEEP_FILTER=
+#                                      # '^gluon|^fp8 copies|^copies: 128x64 w4 s2|^sdpa: default'
 #                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
@@ -123,6 +124,8 @@ TIMEOUT[copies49]=180; CMD[copies49]="if grep -qE '\"copies: .*\", \"rc\"' $out/
 TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
 # Not when a Gluon config failed, hung or was skipped in the sweep (or the sweep did not run them).
 TIMEOUT[gluon49]=180; CMD[gluon49]="if ! grep -q '\"gluon: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon: .*\", \"rc\"' $out/sweep.out; then echo 'the Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon --profile"
+# Not when an FP8 copies config failed, hung or was skipped in the sweep (or the sweep did not run them).
+TIMEOUT[fp8copies49]=180; CMD[fp8copies49]="if ! grep -q '\"fp8 copies: ' $out/sweep.out 2>/dev/null || grep -qE '\"fp8 copies: .*\", \"rc\"' $out/sweep.out; then echo 'the FP8 copies kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-fp8-copies --profile"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
 TIMEOUT[fp8error]=200; CMD[fp8error]="python benchmarks/fp8_linear.py --configs sama-14b --device cuda --no-fp32 --steps 2 --json"
 TIMEOUT[offload49]=240; CMD[offload49]="$bench14 --frames 49 --offload blocks"
@@ -132,7 +135,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests gluon49 sdpa49 copies49 variants step49"
+GROUP[kernel]="setup sweep tests gluon49 fp8copies49 sdpa49 copies49 variants step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

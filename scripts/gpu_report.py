@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "gluon49", "copies49", "sdpa49", "reference49", "step81", "stages49", "fp8graphs49", "fp8attn49", "inloop49",
-                 "compile49", "compile81", "offload49", "fastest49")
+STEP_SECTIONS = ("step49", "gluon49", "fp8copies49", "copies49", "sdpa49", "reference49", "step81", "stages49",
+                 "fp8graphs49", "fp8attn49", "inloop49", "compile49", "compile81", "offload49", "fastest49")
 
 
 def _load(folder: Path, name: str):
@@ -40,16 +40,17 @@ def attention_table(result: dict) -> list[str]:
     lines = [f"Anchor attention, B={result['batch']}, {result['heads']} heads, d={result['head_dim']}, "
              f"{result['dtype']}, {result['num_anchor']} anchors (torch {result['torch']}, triton {result['triton']})", "",
              "| shape | heads checked | in-loop err | keys once err | copies err | flash err | fp8 err (bound) | "
-             "fp8 vs native: rms, cosine | passed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "fp8 vs native: rms, cosine | fp8 copies err | fp8 copies vs native: rms, cosine | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["checks"]:
         fp8 = "-" if c["fp8_err"] is None else f"{c['fp8_err']:.2e} ({c['fp8_bound']:.2e})"
-        vs_native = "-" if c.get("fp8_vs_native_rms") is None else \
-            f"{c['fp8_vs_native_rms']:.2e}, {c['fp8_vs_native_cosine']:.5f}"
-        once, copies = ("-" if c.get(key) is None else f"{c[key]:.2e}"  # older results lack them
-                        for key in ("keys_once_err", "copies_err"))
+        vs_native, copies_vs_native = ("-" if c.get(f"{kind}_vs_native_rms") is None else
+                                       f"{c[f'{kind}_vs_native_rms']:.2e}, {c[f'{kind}_vs_native_cosine']:.5f}"
+                                       for kind in ("fp8", "fp8_copies"))
+        once, copies, copies8 = ("-" if c.get(key) is None else f"{c[key]:.2e}"  # older results lack them
+                                 for key in ("keys_once_err", "copies_err", "fp8_copies_err"))
         lines.append(f"| {c['shape']} | {c['heads_checked']} | {c['triton_err']:.2e} | {once} | {copies} | "
-                     f"{c['flash_err']:.2e} | {fp8} | {vs_native} | {c['passed']} |")
+                     f"{c['flash_err']:.2e} | {fp8} | {vs_native} | {copies8} | {copies_vs_native} | {c['passed']} |")
     flash = {t["shape"]: t["ms"] for t in result["timings"] if t["method"].startswith("sdpa flash")}
     lines += ["", "| shape | method | ms | TFLOP/s | vs flash | peak GiB | config |", "|---|---|---|---|---|---|---|"]
     for t in result["timings"]:

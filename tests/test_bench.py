@@ -88,6 +88,8 @@ def test_profile_splits_a_step_by_kind_of_work():
 
 @pytest.mark.parametrize("name,category", [
     ("anchor_attention_fwd", "attention"),
+    ("rotated_copies_fwd", "attention"), ("fp8_copies_fwd", "attention"), ("rotate_keys_fwd", "attention"),
+    ("quantize_rotated_fwd", "attention"), ("quantize_values_fwd", "attention"),
     ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>", "attention"),
     ("fmha_cutlassF_bf16_aligned_64x128_rf_sm80", "attention"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1", "gemm"),

@@ -34,7 +34,8 @@ def test_report_from_real_outputs(tmp_path):
     (tmp_path / "attention.out").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "triton": "3.6", "batch": 2, "heads": 40, "head_dim": 128,
         "dtype": "torch.bfloat16", "num_anchor": 65,
-        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3, 1.2e-3)),
+        "checks": [asdict(attention.Check("49f", 2, 1e-3, 2e-3, 3e-2, 6e-2, True, 4.4e-3, 0.999, 1.5e-3, 1.2e-3,
+                                          2.5e-2, 4.3e-3, 0.9991)),
                    asdict(attention.Check("81f", 2, 1e-3, 2e-3, None, None, True))],
         "timings": [asdict(attention.Timing("49f", "triton", 10.0, 600.0, 3.0, "128x64 w8 s3 split",
                                             {"128x64 w8 s3 split": 10.0, "128x128 w8 s3 split flat": 12.0,
@@ -59,7 +60,7 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81 (see their .err files)." in text
-    assert "Not run: gluon49, copies49, sdpa49, stages49," in text  # not in summary.txt: not run, not failed
+    assert "Not run: gluon49, fp8copies49, copies49, sdpa49, stages49," in text  # not in summary.txt: not run, not failed
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
     # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
@@ -72,8 +73,9 @@ def test_report_from_real_outputs(tmp_path):
     assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
     assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
     assert "| - | gluon: 64x64 w4 s2 | exit 125 (not run: one of its kind hung) |" in text
-    assert "| 1.00e-03 | 1.50e-03 | 1.20e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | True |" in text
-    assert "| - | 2.00e-03 | - | - | True |" in text
+    assert ("| 1.00e-03 | 1.50e-03 | 1.20e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | 2.50e-02 | "
+            "4.30e-03, 0.99910 | True |") in text
+    assert "| - | 2.00e-03 | - | - | - | - | True |" in text
     rows = [line for line in text.splitlines() if line.startswith("| step49 ") or line.startswith("| reference49 ")]
     assert len(rows) == 2 and rows[1].count("x |") == 1  # the official step's speedup on the reference row
     assert "| tiny | fp8 | " in text and "| tiny | bf16 | " in text
@@ -94,6 +96,8 @@ def test_attention_check_runs_and_fills_every_field(monkeypatch):
     assert 0 < check.copies_err <= 2 * check.flash_err + attention.ATOL
     assert 0 < check.fp8_err <= check.fp8_bound
     assert 0 < check.fp8_vs_native_rms < 0.1 * check.fp8_bound and 0.99 < check.fp8_vs_native_cosine < 1
+    assert 0 < check.fp8_copies_err <= check.fp8_bound and check.fp8_copies_err != check.fp8_err
+    assert 0 < check.fp8_copies_vs_native_rms < 0.1 * check.fp8_bound and 0.99 < check.fp8_copies_vs_native_cosine < 1
     attention.print_table([check, attention.Check("81f", 2, 1e-3, 2e-3, None, None, True)], [])  # both row kinds
 
 
@@ -106,8 +110,8 @@ def test_every_timed_method_runs(monkeypatch):
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     q, k, v, cos, sin = attention.make_inputs(1, 3, 5, batch=1, heads=2)
     methods = attention.timed_methods(q, k, v, cos, sin, with_fp8=True)
-    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "triton-copies", "sdpa flash (pre-rotated)",
-                             "rope + sdpa flash", "sdpa default (pre-rotated)"]
+    assert list(methods) == ["triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies",
+                             "sdpa flash (pre-rotated)", "rope + sdpa flash", "sdpa default (pre-rotated)"]
     for name, fn in methods.items():
         assert fn().shape == q.shape, name
     assert tuned_config() is not None
@@ -125,11 +129,15 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
         result = attention.time_candidate(entry, "tiny", 2, lambda fn: (fn() is not None) * (2.0, 0.5))
         assert result["candidate"] == entry and result["ms"] == 2.0 and result["peak_mem_gib"] == 0.5
         assert result["passed"] and 0 < result["err"] <= 2 * result["flash_err"] + attention.ATOL, result
+    # FP8: held to the e4m3 bound, which the native rule's 2x flash error would refuse
+    result = attention.time_candidate("fp8 copies: 16x32 w4 s1 split flat tma copies", "tiny", 2,
+                                      lambda fn: (fn() is not None) * (2.0, 0.5))
+    assert result["passed"] and 2 * result["flash_err"] + attention.ATOL < result["err"] < 0.3, result
     baselines = [entry for entry in attention.hopper_candidates() if entry.startswith("sdpa: ")]
     assert baselines == ["sdpa: flash", "sdpa: default"]
     for entry in attention.hopper_candidates():
         keys, _, name = entry.partition(": ")
-        assert keys in ("once", "copies", "in-loop", "gluon", "sdpa")
+        assert keys in ("once", "copies", "in-loop", "gluon", "fp8 copies", "sdpa")
         assert keys in ("sdpa", "gluon") or config_name(parse_config_name(name)) == name
     with pytest.raises(ValueError, match="not a config name"):
         parse_config_name("128x64 s3")
