@@ -153,3 +153,21 @@ def test_compiles_for_hopper_to_fp8_warpgroup_mmas_without_spills():
         assert r["tensor_core"].startswith("QGMMA") and "HGMMA" not in r["tensor_core"], r
         assert r["spill_instructions"] == 0 and r["shared"] <= 227 * 1024, r
         assert r["widened"] == 0 and r["to_e4m3"] > 0, r
+
+
+@needs_kernel
+def test_error_benchmark_compares_both_fp8_kernels(capsys):
+    """benchmarks/fp8_attention_error.py (the docs' FP8 error table): both FP8 kernels a few
+    per cent of the output's rms away from the bf16 kernel, which itself is far closer to the
+    float32 reference."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fp8_attention_error", ROOT / "benchmarks/fp8_attention_error.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--frames", "1", "--height", "3", "--width", "5", "--seeds", "1", "--json"]) == 0
+    rows = {(r["variant"], r["against"]): r for r in json.loads(capsys.readouterr().out)}
+    native = rows[("bf16", "fp32 reference")]["rms_relative"]
+    for variant in ("fp8 in-loop", "fp8 copies"):
+        row = rows[(variant, "bf16 kernel")]
+        assert 10 * native < row["rms_relative"] < 0.1 and 0.99 < row["cosine"] < 1, row
