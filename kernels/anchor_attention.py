@@ -321,6 +321,19 @@ def _softmax_step(qk, acc, l_i, m_i):
 
 
 @triton.jit
+def _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, LOG2_P_SCALE: tl.constexpr):
+    """`_softmax_step` on raw logits: the logits in log2 units are qk * row_scale (row_scale
+    [BLOCK_M], positive), and p comes out times 2**LOG2_P_SCALE (as does l_i, so their ratio
+    is unchanged). The scale and the max meet in one multiply-add per logit instead of a
+    multiply and a subtract: max(qk * s) = max(qk) * s for s > 0, so the maximum is taken of
+    the raw tile and scaled once per row."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)
+    p = tl.exp2(qk * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    return p, acc * alpha[:, None], l_i * alpha + tl.sum(p, 1), m_new
+
+
+@triton.jit
 def _attend_described_rows(
     acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0, v_row0, count, v_inv, DTYPE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,

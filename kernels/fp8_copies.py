@@ -40,6 +40,7 @@ from .anchor_attention import (
     _LOG2E,
     FP8_E4M3_MAX,
     FP8_KEY_BLOCK,
+    _descaled_softmax_step,
     _ensure_scratch_allocator,
     _fold_anchor_keys,
     _load_pairs,
@@ -132,20 +133,15 @@ def _fp8_step(
     row_scale = q_scale * tl.load(K_SCALE + start // FP8_KEY_BLOCK)  # BLOCK_N divides FP8_KEY_BLOCK
     if MASK_KEYS:
         qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)  # row scales are positive
     # 448 p = exp2(logit - (m - log2 448)): the descale and both shifts in one multiply-add
-    shift = m_new - _LOG2_E4M3_MAX
-    p = tl.exp2(qk * row_scale[:, None] - shift[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
+    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, _LOG2_E4M3_MAX)
     if ROUND_IN_FP32:
         p8 = _to_e4m3(p, True)  # the interpreter's own cast rounds wrongly (see _to_e4m3)
     else:
         p8 = p.to(tl.float8e4nv)  # p <= 448 (up to exp2's rounding, which rounds back onto 448)
     vt = vt_desc.load([0, start])
     acc = tl.dot(p8, tl.trans(vt), acc)
-    return acc, l_i, m_new
+    return acc, l_i, m_i
 
 
 @triton.jit

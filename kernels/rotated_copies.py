@@ -5,13 +5,14 @@ registers, and runs source and target keys as two loops because v's anchor rows 
 between them. Here:
 
 * q and k are rotated once by `rotate_keys` (video rows, [even | odd] channels) and v is
-  copied without its anchor rows, all as [B * heads, 2N, D]: one sequence, one top-level
-  loop over it with tensor-descriptor (TMA) loads, every tile masking the keys past 2N;
+  copied without its anchor rows, all as [B * heads, 2N, D]: one sequence, one loop over it
+  with tensor-descriptor (TMA) loads, full key tiles unmasked, then one masked tail;
 * the anchor queries' rows (mean of v) and the anchor keys' value sum are two torch
   reductions outside the kernel; the anchor keys are folded in as one key of logit log(A).
 
 Numerically it is SDPA on pre-rotated q and k (both rounded to the input dtype after the
-float32 rotation, the softmax scale applied to the logits) with the anchor fold. It costs a
+float32 rotation, the softmax scale applied to the logits in the exp2's multiply-add) with
+the anchor fold. It costs a
 q copy and a v copy on top of keys once's k copy, and is the fastest of the Triton loops
 measured on an H100 (133.8 ms at 49 frames against 142.0 for keys once; torch's cuDNN
 attention 118.8, docs/BENCHMARKS.md). `anchor_attention(..., keys="copies")` (autotuned over
@@ -27,7 +28,10 @@ has one key tile, NaN or errors of order 1 from the second on, masked tail or no
 descriptors made on the host it hung (docs/BENCHMARKS.md; the Triton project's issue 8311
 reports wrong results from warp_specialize=True, and its tutorials turn it off before
 Blackwell). So `warp_specialize` stays off: a switch of `launch_rotated_copies` kept for the
-benchmark, to recheck a newer Triton with one command.
+benchmark, to recheck a newer Triton with one command. Off, the loop runs its full tiles
+without the key mask and ends with a masked tail (a fifth fewer instructions per tile in the
+compiled sm_90 code, docs/BENCHMARKS.md); on, it keeps the single loop of masked tiles the
+pass needs.
 """
 from __future__ import annotations
 
@@ -41,13 +45,32 @@ from .anchor_attention import (
     _INTERPRETED,
     _LOG2E,
     _accumulate_values,
+    _descaled_softmax_step,
     _ensure_scratch_allocator,
     _fold_anchor_keys,
-    _softmax_step,
     _to_dot_dtype,
     dot_precision,
     rotate_keys,
 )
+
+
+@triton.jit
+def _copies_step(
+    acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys, DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
+    MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+):
+    """One key tile of `rotated_copies_fwd`: q.k, the online softmax, p.v onto acc. MASK_KEYS:
+    the tile reaches past the 2N keys (the descriptor loads those rows as zeros)."""
+    k = k_desc.load([start, 0])
+    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
+        k = k.to(tl.float32)  # exact; see _to_dot_dtype
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    if MASK_KEYS:
+        qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
+    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, 0.0)
+    v = v_desc.load([start, 0])
+    acc = _accumulate_values(acc, p, v, 1.0, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -62,9 +85,9 @@ def rotated_copies_fwd(
     """Grid (cdiv(2N, BLOCK_M), B * heads): video queries only. QR, KR: the rotated query and
     key copies, VR: the value copy, each [B * heads, 2N, D]; ANCHOR_SUM: float32 [B * heads, D],
     the sum of v's anchor rows. Every load up to the end of the loop is a tensor-descriptor
-    load and the loop has no tail step (each tile masks the keys past 2N), the shape the
-    warp-specialisation pass needs (module docstring). WARP_SPECIALIZE: wrong on sm_90 with
-    Triton 3.6, for the benchmark only."""
+    load. WARP_SPECIALIZE (wrong on sm_90 with Triton 3.6, for the benchmark only): one loop
+    with no tail step, each tile masking the keys past 2N, the shape the warp-specialisation
+    pass needs (module docstring)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
@@ -81,16 +104,23 @@ def rotated_copies_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        k = k_desc.load([start, 0])
-        if ROUND_IN_FP32 and OUT.dtype.element_ty == tl.bfloat16:
-            k = k.to(tl.float32)
-        # log2 units: the softmax scale times log2(e) (q is stored unscaled)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * QK_SCALE
-        qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
-        p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i)
-        v = v_desc.load([start, 0])
-        acc = _accumulate_values(acc, p, v, 1.0, OUT.dtype.element_ty, False, DOT_PRECISION, ROUND_IN_FP32)
+    # log2 units: the softmax scale times log2(e) (q is stored unscaled), applied in the
+    # softmax's multiply-add
+    row_scale = tl.full([BLOCK_M], QK_SCALE, tl.float32)
+    if WARP_SPECIALIZE:
+        # The shape the pass needs: one loop, every tile masked (no tail step after it).
+        for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=True):
+            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys,
+                                         OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
+    else:
+        # Full tiles unmasked (no per-logit select), then one masked partial tile.
+        full = (num_keys // BLOCK_N) * BLOCK_N
+        for start in range(0, full, BLOCK_N):
+            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys,
+                                         OUT.dtype.element_ty, BLOCK_N, False, DOT_PRECISION, ROUND_IN_FP32)
+        if full < num_keys:
+            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, full, num_keys,
+                                         OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
 
     dim = tl.arange(0, HEAD_DIM)
     out = _fold_anchor_keys(acc, l_i, m_i, tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim), num_anchor)

@@ -19,7 +19,7 @@ that contract:
   On an H100 it ran at 0.35x flash SDPA: it rotates and quantizes every key tile again for
   every query block.
 - `triton-fp8-copies`: the FP8 loop of kernels/fp8_copies.py: q, k and v quantized once into
-  e4m3 copies (~1.2 GiB at 81 frames, half the bf16 copies of `triton-copies`), so that the
+  e4m3 copies (~1.9 GiB at 81 frames, half the bf16 copies of `triton-copies`), so that the
   loop converts nothing but p; Hopper only, opt-in, not yet timed on a GPU.
 - `triton-copies`: the kernel as one plain flash-attention loop (kernels/rotated_copies.py:
   q, k rotated and v copied once, ~2.5 GiB more than `triton` at 81 frames); Hopper only.
