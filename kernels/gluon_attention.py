@@ -63,10 +63,13 @@ def _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile, num_tiles, 
 
 
 @gluon.jit
-def _masked_logits(s, tile, num_keys, QK_SCALE: gl.constexpr, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
-    """q.k of one tile in log2 units, keys past 2N at -inf."""
-    cols = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-    return gl.where((cols < num_keys)[None, :], s * QK_SCALE, float("-inf"))
+def _masked_logits(s, tile, num_keys, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+    """q.k of one tile, keys past 2N at -inf: only in a tile that reaches past them (the
+    last, when 2N is not a multiple of BLOCK_N), so full tiles pay no per-logit select."""
+    if (tile + 1) * BLOCK_N > num_keys:
+        cols = tile * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        s = gl.where((cols < num_keys)[None, :], s, float("-inf"))
+    return s
 
 
 @gluon.jit
@@ -125,9 +128,11 @@ def gluon_attention_fwd(
     mbarrier.wait(k_bars.index(0), 0)
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s, ))
-    logits = _masked_logits(s, 0, num_keys, QK_SCALE, BLOCK_N, s_layout)
-    m_i = gl.max(logits, 1)
-    p = gl.exp2(logits - m_i[:, None])
+    # Logits in log2 units are s * QK_SCALE: the scale goes into the exp2's multiply-add, and
+    # the max is taken of the raw tile (QK_SCALE > 0), as in _descaled_softmax_step.
+    s = _masked_logits(s, 0, num_keys, BLOCK_N, s_layout)
+    m_i = gl.max(s, 1) * QK_SCALE
+    p = gl.exp2(s * QK_SCALE - m_i[:, None])
     l_i = gl.sum(p, 1)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
 
@@ -141,9 +146,9 @@ def gluon_attention_fwd(
         acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(prev), acc, is_async=True)
         # Wait for the q.k only: its softmax runs while the p.v is still on the tensor cores.
         s = warpgroup_mma_wait(1, deps=(s, ))
-        logits = _masked_logits(s, tile, num_keys, QK_SCALE, BLOCK_N, s_layout)
-        m_new = gl.maximum(m_i, gl.max(logits, 1))
-        p = gl.exp2(logits - m_new[:, None])
+        s = _masked_logits(s, tile, num_keys, BLOCK_N, s_layout)
+        m_new = gl.maximum(m_i, gl.max(s, 1) * QK_SCALE)
+        p = gl.exp2(s * QK_SCALE - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         l_i = l_i * alpha + gl.sum(p, 1)
         m_i = m_new
