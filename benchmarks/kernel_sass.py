@@ -16,7 +16,7 @@ itself needs a GPU (benchmarks/attention.py). Then the rotated-copies kernel's c
 (kernels/rotated_copies.py), as they run and warp-specialised (wrong on the H100 with Triton
 3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
 register budgets (setmaxnreg) the warp-specialised warpgroups trade. Then the FP8 loop over
-e4m3 copies (kernels/fp8_copies.py), and last the Gluon kernel's configs
+e4m3 copies (kernels/fp8_copies.py), and last the Gluon kernel's configs, native and FP8
 (kernels/gluon_attention.py).
 """
 from __future__ import annotations
@@ -39,7 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from sama_rt.kernels.aot import KernelSpec, compile_kernel_specs  # noqa: E402
 from sama_rt.kernels.fp8_copies import compile_fp8_copies  # noqa: E402
-from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, compile_gluon_attention, parse_gluon_config  # noqa: E402
+from sama_rt.kernels.gluon_attention import (  # noqa: E402
+    GLUON_CONFIGS,
+    GLUON_FP8_CONFIGS,
+    compile_gluon_attention,
+    parse_gluon_config,
+)
 from sama_rt.kernels.rotated_copies import compile_rotated_copies  # noqa: E402
 
 kernel = importlib.import_module("sama_rt.kernels.anchor_attention")  # the module, not the function
@@ -140,12 +145,15 @@ def main() -> int:
                      "split_loads": True, "keys": "q, k, v quantized copies", "in_autotune_list": True,
                      "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
     # kernels/gluon_attention.py: the same copies, the softmax overlapped with p.v (not autotuned).
-    for config in GLUON_CONFIGS:
-        m, n, warps, stages = parse_gluon_config(config)
-        compiled = compile_gluon_attention(config, head_dim=args.head_dim, dtype=args.dtype)
-        rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": warps, "stages": stages, "precision": "native",
-                     "split_loads": True, "keys": "q, k, v copied, Gluon", "in_autotune_list": False,
-                     "shared_kib": compiled.metadata.shared // 1024, **sass_stats(compiled.asm["cubin"])})
+    for fp8, configs in ((False, GLUON_CONFIGS), (True, GLUON_FP8_CONFIGS)):
+        for config in configs:
+            m, n, warps, stages = parse_gluon_config(config, fp8)
+            compiled = compile_gluon_attention(config, head_dim=args.head_dim, dtype=args.dtype, fp8=fp8)
+            rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": warps, "stages": stages,
+                         "precision": "fp8" if fp8 else "native", "split_loads": True,
+                         "keys": "q, k, v " + ("quantized copies" if fp8 else "copied") + ", Gluon",
+                         "in_autotune_list": False, "shared_kib": compiled.metadata.shared // 1024,
+                         **sass_stats(compiled.asm["cubin"])})
     if args.json:
         print(json.dumps(rows))
         return 0

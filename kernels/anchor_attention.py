@@ -98,8 +98,9 @@ class KeyRotation(Choice):
 class KernelLanguage(Choice):
     """What the kernel is written in. TRITON: every variant above. GLUON: keys="copies" as
     kernels/gluon_attention.py writes it, in Triton's lower-level dialect, with the softmax
-    overlapped with the dots; compiled only (Gluon has no interpreter), Hopper only, and not
-    yet run on a GPU (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention.
+    overlapped with the dots, native or fp8 (over the e4m3 copies of kernels/fp8_copies.py);
+    compiled only (Gluon has no interpreter), Hopper only, and not yet run on a GPU
+    (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention (native).
     """
 
     TRITON = "triton"
@@ -987,8 +988,8 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
     gluon = language is KernelLanguage.GLUON
-    if gluon and (keys is not KeyRotation.COPIES or fp8 or config is not None):
-        raise ValueError("the Gluon kernel is keys='copies' at native precision, with its default config")
+    if gluon and (keys is not KeyRotation.COPIES or config is not None):
+        raise ValueError("the Gluon kernel is keys='copies' (native or fp8), with its default config")
     if gluon and (q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) < (9, 0)):
         raise ValueError(f"the Gluon kernel runs only compiled, for a Hopper GPU or newer (got {q.device}; Gluon "
                          "has no interpreter): use language='triton'")
@@ -1029,7 +1030,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         from .gluon_attention import launch_gluon_attention
 
         with torch.cuda.device(q.device):
-            return launch_gluon_attention(q, k, v, cos, sin, num_anchor, scale)
+            return launch_gluon_attention(q, k, v, cos, sin, num_anchor, scale, fp8=fp8)
     if rotated_copies and fp8:
         from .fp8_copies import launch_fp8_copies
 

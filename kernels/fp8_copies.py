@@ -48,7 +48,7 @@ from .anchor_attention import (
     _to_e4m3,
     value_scales,
 )
-from .rotated_copies import anchor_rows_and_sum
+from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature
 
 QUANTIZE_BLOCK = 64  # rows per program of the q and v pre-passes (k's programs take FP8_KEY_BLOCK rows)
 _LOG2_E4M3_MAX = tl.constexpr(8.807354922057604)  # log2(448): p is produced as 448 p inside its exp2
@@ -291,9 +291,6 @@ def compile_fp8_copies(block_m: int, block_n: int, num_warps: int, num_stages: i
     constexprs = dict(HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, ROUND_IN_FP32=False)
     pointers = dict(Q8="*fp8e4nv", K8="*fp8e4nv", VT8="*fp8e4nv", Q_SCALE="*fp32", K_SCALE="*fp32",
                     V_SCALE="*fp32", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
-    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
-    # Pointers 16-byte aligned (fresh allocations), as are the output's strides and keys_pad.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-             if name in pointers or name.startswith("stride_") or name == "keys_pad"}
+    signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps, "num_stages": num_stages})

@@ -12,8 +12,12 @@ STAGES - 1 tiles ahead of their use.
 
 It reads the same three copies as `rotated_copies_fwd` (q and k rotated once by
 `rotate_keys`, v without its anchor rows, each [B * heads, 2N, D]), masks the keys past 2N
-in every tile, and folds the anchor keys in as one key of logit log(A): numerically the same
-as the rotated-copies kernel, up to the order of the additions.
+in the tile that reaches past them, and folds the anchor keys in as one key of logit log(A):
+numerically the same as the rotated-copies kernel, up to the order of the additions. With
+FP8 it reads the e4m3 copies and scales of kernels/fp8_copies.py instead (v transposed, so
+that p.v's second operand is K-major, as e4m3 warpgroup MMAs need), and computes what
+`fp8_copies_fwd` computes: p taken as 448 p into e4m3, the 448 and v's scales divided out in
+the epilogue (`anchor_attention(..., precision="fp8", keys="copies", language="gluon")`).
 
 NOT YET RUN ON A GPU. It compiles for sm_90 here (tests/kernels/test_gluon_attention.py checks
 the compiled code for the overlap), but Gluon has no interpreter, so its numbers are checked
@@ -33,8 +37,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .anchor_attention import _LOG2E
-from .rotated_copies import copies_kernel_signature, rotated_copies_inputs
+from .anchor_attention import _LOG2E, FP8_E4M3_MAX, FP8_KEY_BLOCK, _ensure_scratch_allocator
+from .fp8_copies import _LOG2_E4M3_MAX
+from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotated_copies_inputs
 
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
 # "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 155 registers),
@@ -42,6 +47,11 @@ from .rotated_copies import copies_kernel_signature, rotated_copies_inputs
 # rows, 234-245), 128x128 w8 (247-248, 160 KiB). 128x64 w4 spills (255 registers, 434-531
 # spill instructions). None has been timed.
 GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
+# The FP8 form's configs that compile for sm_90 without spills (triton 3.6 and 3.9): 128x64
+# w8 (two warpgroups, 162-168 registers), 64x64 w4 (163-170: two programs an SM), 128x32 w8
+# (128-130). 128-key tiles spill (64x128 w4, 128x128 w8: 255 registers, 54-55 spill
+# instructions), unlike the Triton FP8 loop's. None has been timed.
+GLUON_FP8_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x64 w8 s3", "64x64 w4 s3", "128x32 w8 s2")
 
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
 # `async_load` in later versions (3.9 here, where the old name raises); same arguments. The
@@ -52,14 +62,18 @@ _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
 @gluon.jit
 def _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile, num_tiles, BLOCK_N: gl.constexpr,
-               STAGES: gl.constexpr):
-    """Key and value tile `tile` into ring slot tile % STAGES, by TMA (nothing past the end)."""
+               STAGES: gl.constexpr, V_TRANSPOSED: gl.constexpr):
+    """Key and value tile `tile` into ring slot tile % STAGES, by TMA (nothing past the end).
+    V_TRANSPOSED: the value copy is [D, keys] (FP8), its tile the columns of those keys."""
     slot = tile % STAGES
     pred = tile < num_tiles
     mbarrier.expect(k_bars.index(slot), k_desc.block_type.nbytes, pred=pred)
     _tma_load(k_desc, [tile * BLOCK_N, 0], k_bars.index(slot), k_smem.index(slot), pred=pred)
     mbarrier.expect(v_bars.index(slot), v_desc.block_type.nbytes, pred=pred)
-    _tma_load(v_desc, [tile * BLOCK_N, 0], v_bars.index(slot), v_smem.index(slot), pred=pred)
+    if V_TRANSPOSED:
+        _tma_load(v_desc, [0, tile * BLOCK_N], v_bars.index(slot), v_smem.index(slot), pred=pred)
+    else:
+        _tma_load(v_desc, [tile * BLOCK_N, 0], v_bars.index(slot), v_smem.index(slot), pred=pred)
 
 
 @gluon.jit
@@ -73,15 +87,28 @@ def _masked_logits(s, tile, num_keys, BLOCK_N: gl.constexpr, s_layout: gl.conste
 
 
 @gluon.jit
+def _row_scale(q_scale, k_scales, tile, BLOCK_N: gl.constexpr, FP8: gl.constexpr):
+    """What turns one tile's raw q.k into log2-unit logits, per query row: the softmax scale
+    (native), or q's row scale times the tile's key-block scale (FP8, see kernels/fp8_copies.py)."""
+    if FP8:
+        return q_scale * gl.load(k_scales + tile * BLOCK_N // FP8_KEY_BLOCK)
+    else:
+        return q_scale
+
+
+@gluon.jit
 def gluon_attention_fwd(
-    QR, KR, VR, ANCHOR_SUM,
+    QR, KR, VR, Q_SCALE, K_SCALE, V_SCALE, ANCHOR_SUM,
     stride_ob, stride_ol, stride_oh,
-    num_heads, num_video, num_anchor,
+    num_heads, num_video, num_anchor, keys_pad,
     OUT,
     QK_SCALE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-    STAGES: gl.constexpr, num_warps: gl.constexpr,
+    STAGES: gl.constexpr, FP8: gl.constexpr, LOG2_P_SCALE: gl.constexpr, num_warps: gl.constexpr,
 ):
-    """Grid (cdiv(2N, BLOCK_M), B * heads), video queries only; arguments as `rotated_copies_fwd`."""
+    """Grid (cdiv(2N, BLOCK_M), B * heads), video queries only. Native: QR, KR, VR the copies
+    of `rotated_copies_fwd` (the scales None, keys_pad unused). FP8: the e4m3 copies and scales
+    of `fp8_copies_fwd` (VR is v transposed, [B * heads, D, keys_pad]); p is taken times
+    2**LOG2_P_SCALE (448) into e4m3, which the epilogue divides out with v's scales."""
     dtype: gl.constexpr = QR.dtype.element_ty
     pid_m = gl.program_id(0)
     pid_bh = gl.program_id(1)
@@ -89,26 +116,37 @@ def gluon_attention_fwd(
     num_tiles = gl.cdiv(num_keys, BLOCK_N)
 
     # Accumulators of the two dots: q.k [BLOCK_M, BLOCK_N] and p.v [BLOCK_M, HEAD_DIM], the
-    # warps stacked along the query rows; p enters p.v from registers.
+    # warps stacked along the query rows; p enters p.v from registers. An instruction reduces
+    # 32 bytes (16 bf16 or 32 e4m3 values); a register holds 2 or 4 of them.
+    mma_k: gl.constexpr = 256 // dtype.primitive_bitwidth
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
+                                                       instr_shape=[16, BLOCK_N, mma_k])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+                                                       instr_shape=[16, HEAD_DIM, mma_k])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout,
+                                                 k_width=32 // dtype.primitive_bitwidth)
     q_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], dtype)
-    kv_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
+    k_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
 
     copy_base = pid_bh.to(gl.int64) * (num_keys * HEAD_DIM)
     q_desc = tma.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
                                         block_shape=[BLOCK_M, HEAD_DIM], layout=q_shared)
     k_desc = tma.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                        block_shape=[BLOCK_N, HEAD_DIM], layout=kv_shared)
-    v_desc = tma.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                        block_shape=[BLOCK_N, HEAD_DIM], layout=kv_shared)
+                                        block_shape=[BLOCK_N, HEAD_DIM], layout=k_shared)
+    if FP8:
+        # e4m3 products read both operands K-major: for p.v that is v transposed, keys contiguous.
+        v_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HEAD_DIM, BLOCK_N], dtype)
+        v_desc = tma.make_tensor_descriptor(VR + pid_bh.to(gl.int64) * (HEAD_DIM * keys_pad),
+                                            shape=[HEAD_DIM, num_keys], strides=[keys_pad, 1],
+                                            block_shape=[HEAD_DIM, BLOCK_N], layout=v_shared)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, HEAD_DIM, BLOCK_N], v_shared)
+    else:
+        v_desc = tma.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
+                                            block_shape=[BLOCK_N, HEAD_DIM], layout=k_shared)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_shared)
 
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_shared)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_shared)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_shared)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_shared)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -120,7 +158,17 @@ def gluon_attention_fwd(
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     _tma_load(q_desc, [pid_m * BLOCK_M, 0], q_bar, q_smem)
     for i in gl.static_range(STAGES):
-        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, num_tiles, BLOCK_N, STAGES)
+        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, num_tiles, BLOCK_N, STAGES, FP8)
+
+    # Logits in log2 units are s * row_scale: the scale goes into the exp2's multiply-add, and
+    # the max is taken of the raw tile (row scales are positive), as in _descaled_softmax_step.
+    rows_s = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    if FP8:
+        q_scale = gl.load(Q_SCALE + pid_bh.to(gl.int64) * num_keys + rows_s, mask=rows_s < num_keys, other=1.0)
+        k_scales = K_SCALE + pid_bh * gl.cdiv(num_keys, FP8_KEY_BLOCK)
+    else:
+        q_scale = gl.full([BLOCK_M], QK_SCALE, gl.float32, layout=gl.SliceLayout(1, s_layout))
+        k_scales = K_SCALE
 
     # Tile 0: its q.k and softmax (nothing to overlap with yet).
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
@@ -128,11 +176,10 @@ def gluon_attention_fwd(
     mbarrier.wait(k_bars.index(0), 0)
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s, ))
-    # Logits in log2 units are s * QK_SCALE: the scale goes into the exp2's multiply-add, and
-    # the max is taken of the raw tile (QK_SCALE > 0), as in _descaled_softmax_step.
     s = _masked_logits(s, 0, num_keys, BLOCK_N, s_layout)
-    m_i = gl.max(s, 1) * QK_SCALE
-    p = gl.exp2(s * QK_SCALE - m_i[:, None])
+    row_scale = _row_scale(q_scale, k_scales, 0, BLOCK_N, FP8)
+    m_i = gl.max(s, 1) * row_scale
+    p = gl.exp2(s * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
     l_i = gl.sum(p, 1)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
 
@@ -143,12 +190,14 @@ def gluon_attention_fwd(
         mbarrier.wait(k_bars.index(slot), (tile // STAGES) & 1)
         s = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_init, use_acc=False, is_async=True)
         mbarrier.wait(v_bars.index(prev), ((tile - 1) // STAGES) & 1)
-        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(prev), acc, is_async=True)
+        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), _value_operand(v_smem, prev, FP8), acc,
+                            is_async=True)
         # Wait for the q.k only: its softmax runs while the p.v is still on the tensor cores.
         s = warpgroup_mma_wait(1, deps=(s, ))
         s = _masked_logits(s, tile, num_keys, BLOCK_N, s_layout)
-        m_new = gl.maximum(m_i, gl.max(s, 1) * QK_SCALE)
-        p = gl.exp2(s * QK_SCALE - m_new[:, None])
+        row_scale = _row_scale(q_scale, k_scales, tile, BLOCK_N, FP8)
+        m_new = gl.maximum(m_i, gl.max(s, 1) * row_scale)
+        p = gl.exp2(s * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
         alpha = gl.exp2(m_i - m_new)
         l_i = l_i * alpha + gl.sum(p, 1)
         m_i = m_new
@@ -158,23 +207,29 @@ def gluon_attention_fwd(
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         _cta_barrier()
-        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES)
+        _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES,
+                   FP8)
 
     last = (num_tiles - 1) % STAGES
     mbarrier.wait(v_bars.index(last), ((num_tiles - 1) // STAGES) & 1)
-    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(last), acc, is_async=True)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), _value_operand(v_smem, last, FP8), acc,
+                        is_async=True)
     acc = warpgroup_mma_wait(0, deps=(acc, ))
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(k_bars.index(i))
         mbarrier.invalidate(v_bars.index(i))
 
-    # The anchor keys (logit exactly 0) as one key of weight A and value mean(v_anchor); see
-    # _fold_anchor_keys.
     row_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
     dim = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     m_o = gl.convert_layout(m_i, row_layout)
     l_o = gl.convert_layout(l_i, row_layout)
+    if FP8:
+        # Back to v's units: acc and l both carry p's factor 448, acc also 1 / v's scales.
+        acc = acc * (gl.load(V_SCALE + pid_bh * HEAD_DIM + dim) / FP8_E4M3_MAX)[None, :]
+        l_o = l_o / FP8_E4M3_MAX
+    # The anchor keys (logit exactly 0) as one key of weight A and value mean(v_anchor); see
+    # _fold_anchor_keys.
     has_anchor = num_anchor > 0
     m_fold = gl.where(has_anchor, gl.maximum(m_o, 0.0), m_o)
     anchor_weight = gl.where(has_anchor, gl.exp2(0.0 - m_fold), 0.0)
@@ -186,26 +241,46 @@ def gluon_attention_fwd(
     rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_layout)  # source rows, then target past the anchors
     physical = gl.where(rows < num_video, rows, rows + num_anchor)
     o_base = (pid_bh // num_heads).to(gl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh
-    gl.store(OUT + o_base + physical[:, None] * stride_ol + dim[None, :], out.to(dtype), mask=(rows < num_keys)[:, None])
+    gl.store(OUT + o_base + physical[:, None] * stride_ol + dim[None, :], out.to(OUT.dtype.element_ty),
+             mask=(rows < num_keys)[:, None])
 
 
-def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16", arch: int = 90):
+@gluon.jit
+def _value_operand(v_smem, slot, FP8: gl.constexpr):
+    """p.v's second operand from a ring slot: [keys, D] (a transposed view of v's FP8 tile)."""
+    if FP8:
+        return v_smem.index(slot).permute((1, 0))
+    else:
+        return v_smem.index(slot)
+
+
+def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16", arch: int = 90,
+                            fp8: bool = False):
     """Compile the kernel with `config` ("128x64 w8 s2") ahead of time for `arch` (no GPU
-    needed) and return Triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata`)."""
+    needed) and return Triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata`).
+    fp8: the form over e4m3 copies (`dtype` is then the output's)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    block_m, block_n, num_warps, stages = parse_gluon_config(config)
+    block_m, block_n, num_warps, stages = parse_gluon_config(config, fp8)
     fn = gluon_attention_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                      STAGES=stages, num_warps=num_warps)
-    signature, attrs = copies_kernel_signature(fn, constexprs, dtype)
+                      STAGES=stages, FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX.value if fp8 else 0.0,
+                      num_warps=num_warps)
+    copies = "fp8e4nv" if fp8 else dtype
+    pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
+    if fp8:
+        pointers.update(Q_SCALE="*fp32", K_SCALE="*fp32", V_SCALE="*fp32")
+    else:
+        constexprs.update(Q_SCALE=None, K_SCALE=None, V_SCALE=None)
+    signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
     return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
-def parse_gluon_config(name: str) -> tuple[int, int, int, int]:
-    """(block_m, block_n, num_warps, stages) of a config name such as "128x64 w8 s2"."""
+def parse_gluon_config(name: str, fp8: bool = False) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, stages) of a config name such as "128x64 w8 s2"; fp8:
+    key tiles must divide FP8_KEY_BLOCK (one key scale a tile) and reduce over >= 32 keys."""
     match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)", name.strip())
     if match is None:
         raise ValueError(f"not a Gluon attention config: {name!r} (expected e.g. '128x64 w8 s2')")
@@ -213,23 +288,36 @@ def parse_gluon_config(name: str) -> tuple[int, int, int, int]:
     if num_warps % 4 or block_m % (16 * num_warps):
         raise ValueError(f"{name!r}: warpgroups of 4 warps, each warp 16 query rows or a multiple (block_m a "
                          f"multiple of 16 * num_warps)")
+    if fp8 and (block_n < 32 or FP8_KEY_BLOCK.value % block_n):
+        raise ValueError(f"{name!r}: the FP8 kernel's key tile must be 32, 64 or 128 keys")
     return block_m, block_n, num_warps, stages
 
 
-def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, config: str = GLUON_CONFIGS[0]
-                           ) -> torch.Tensor:
-    """Run `gluon_attention_fwd` with one config (CUDA, sm_90, fp16/bf16; other inputs checked by
-    the caller as for `launch_rotated_copies`). Returns [B, L, heads, head_dim] in v's dtype."""
-    block_m, block_n, num_warps, stages = parse_gluon_config(config)
+def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, config: str | None = None,
+                           fp8: bool = False) -> torch.Tensor:
+    """Run `gluon_attention_fwd` with one config (default: the first of GLUON_CONFIGS, or of
+    GLUON_FP8_CONFIGS with fp8) on CUDA, sm_90, fp16/bf16 inputs (others checked by the caller
+    as for `launch_rotated_copies`). fp8: over the e4m3 copies of kernels/fp8_copies.py.
+    Returns [B, L, heads, head_dim] in v's dtype."""
+    config = config or (GLUON_FP8_CONFIGS if fp8 else GLUON_CONFIGS)[0]
+    block_m, block_n, num_warps, stages = parse_gluon_config(config, fp8)
     if q.dtype not in (torch.float16, torch.bfloat16):
-        raise ValueError(f"the Gluon kernel's dots take 16-bit inputs (fp16 or bf16), got {q.dtype}")
-    out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
+        raise ValueError(f"the Gluon kernel takes 16-bit inputs (fp16 or bf16), got {q.dtype}")
     batch, _, num_heads, head_dim = q.shape
     num_video = cos.shape[0]
+    if fp8:
+        from .fp8_copies import fp8_copies
+
+        out, anchor_sum = anchor_rows_and_sum(v, num_video, num_anchor)
+        _ensure_scratch_allocator()
+        copies, scales, keys_pad = fp8_copies(q, k, v, cos, sin, num_anchor, scale)
+    else:
+        out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
+        scales, keys_pad = (None, None, None), 2 * num_video
     grid = (triton.cdiv(2 * num_video, block_m), batch * num_heads)
     gluon_attention_fwd[grid](
-        *copies, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
-        QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
-        num_warps=num_warps,
+        *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
+        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
+        FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX.value if fp8 else 0.0, num_warps=num_warps,
     )
     return out

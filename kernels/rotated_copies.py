@@ -143,20 +143,20 @@ def compile_rotated_copies(block_m: int, block_n: int, num_warps: int, num_stage
     fn = rotated_copies_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION="tf32", ROUND_IN_FP32=False,
                       BLOCK_M=block_m, BLOCK_N=block_n, WARP_SPECIALIZE=warp_specialize)
-    signature, attrs = copies_kernel_signature(fn, constexprs, dtype)
+    pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
+    signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-def copies_kernel_signature(fn, constexprs: dict, dtype: str) -> tuple[dict, dict]:
-    """(signature, attrs) for compiling a kernel over the copies ahead of time (this module's
-    or kernels/gluon_attention.py's: the same arguments): the copies and the output in
-    `dtype`, the anchor sum in float32, the rest int32 unless a constexpr; pointers and strides
-    16-byte aligned, as the launcher's contiguous copies are."""
-    pointers = dict(QR=f"*{dtype}", KR=f"*{dtype}", VR=f"*{dtype}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
+def copies_kernel_signature(fn, constexprs: dict, pointers: dict) -> tuple[dict, dict]:
+    """(signature, attrs) for compiling a kernel over the copies ahead of time (this module's,
+    kernels/fp8_copies.py's, kernels/gluon_attention.py's): `pointers` maps each pointer
+    argument to its Triton type, every other argument is int32 unless a constexpr. Pointers,
+    strides and keys_pad are 16-byte multiples, as the launchers' fresh copies make them."""
     signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-             if name in pointers or name.startswith("stride_")}
+             if name in pointers or name.startswith("stride_") or name == "keys_pad"}
     return signature, attrs
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sama_rt.kernels import anchor_attention_ref
-from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, launch_gluon_attention, parse_gluon_config
+from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, GLUON_FP8_CONFIGS, launch_gluon_attention, parse_gluon_config
 
 from .test_anchor_attention import ATOL, _explicit_attention, _inputs
 
@@ -28,12 +28,13 @@ _COMPILE = """
 import json, re, sys
 sys.path.insert(0, "benchmarks")
 from kernel_sass import sass_stats
-from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, compile_gluon_attention
-for config in GLUON_CONFIGS[:2]:
-    compiled = compile_gluon_attention(config)
-    waits = re.findall(r"wgmma.wait_group.sync.aligned\\s+(\\d+)", compiled.asm["ptx"])
-    print(json.dumps({"config": config, "waits": waits, "shared": compiled.metadata.shared,
-                      **sass_stats(compiled.asm["cubin"])}))
+from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, GLUON_FP8_CONFIGS, compile_gluon_attention
+for fp8, configs in ((False, GLUON_CONFIGS[:2]), (True, GLUON_FP8_CONFIGS)):
+    for config in configs:
+        compiled = compile_gluon_attention(config, fp8=fp8)
+        waits = re.findall(r"wgmma.wait_group.sync.aligned\\s+(\\d+)", compiled.asm["ptx"])
+        print(json.dumps({"config": config, "fp8": fp8, "waits": waits, "shared": compiled.metadata.shared,
+                          **sass_stats(compiled.asm["cubin"])}))
 """
 
 
@@ -43,15 +44,15 @@ def test_compiles_for_hopper_with_the_softmax_overlapped():
     shared memory, and a wait that leaves one MMA group in flight (the loop waits for the
     q.k alone and runs its softmax while the p.v computes); the other waits are the first
     tile's, the loop's end and the last p.v (in whatever order the compiler lays the loop's
-    blocks out in the text)."""
+    blocks out in the text). The FP8 form's configs alike, with e4m3 MMAs (QGMMA)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=900,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r["config"] for r in rows] == list(GLUON_CONFIGS[:2])
+    assert [r["config"] for r in rows] == list(GLUON_CONFIGS[:2]) + list(GLUON_FP8_CONFIGS)
     for r in rows:
-        assert r["tensor_core"].startswith("HGMMA"), r
+        assert r["tensor_core"].startswith("QGMMA" if r["fp8"] else "HGMMA"), r
         assert r["spill_instructions"] == 0 and r["shared"] <= 227 * 1024, r
         assert sorted(r["waits"]) == ["0", "0", "0", "1"], r
 
@@ -64,6 +65,10 @@ def test_config_names():
         parse_gluon_config("128x64 w8")
     with pytest.raises(ValueError, match="multiple of 16"):
         parse_gluon_config("64x64 w8 s2")  # 8 warps of 16 rows need 128
+    for config in GLUON_FP8_CONFIGS:
+        parse_gluon_config(config, fp8=True)
+    with pytest.raises(ValueError, match="32, 64 or 128 keys"):
+        parse_gluon_config("128x16 w8 s2", fp8=True)  # e4m3 products reduce over >= 32 keys
 
 
 @on_hopper
@@ -85,6 +90,30 @@ def test_matches_the_reference(config, frames, height, width, num_anchor, batch,
     assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
 
 
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_FP8_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", [
+    pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
+    pytest.param(3, 9, 10, 1, 2, 1, torch.float16, id="N270-A1-B2-fp16"),  # several tiles and key scales
+])
+def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anchor, batch, heads, dtype):
+    """The FP8 form: within the e4m3 bound of the other FP8 tests (2**-4 max|v|), and the same
+    quantized operands as kernels/fp8_copies.py's Triton loop, so within a quarter of that
+    bound of its output: the two differ only in summation order, and so in which way some p
+    round to e4m3 (a wrong layout or scale is off by the whole bound or more)."""
+    from sama_rt.kernels import anchor_attention
+
+    q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, 128, dtype, seed=22)
+    q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
+    got = launch_gluon_attention(q, k, v, cos, sin, num_anchor, 128**-0.5, config, fp8=True)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
+    bound = 2**-4 * v.abs().max().item()
+    assert got.shape == q.shape and got.dtype == dtype
+    assert (got.float() - want).abs().max().item() <= bound
+    triton_fp8 = anchor_attention(q, k, v, cos, sin, num_anchor, precision="fp8", keys="copies")
+    assert (got.float() - triton_fp8.float()).abs().max().item() <= bound / 4
+
+
 def test_16_bit_inputs_only():
     q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float32)
     with pytest.raises(ValueError, match="16-bit inputs"):
@@ -100,7 +129,9 @@ def test_reached_through_anchor_attention_only_where_it_can_run():
     if not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)):
         with pytest.raises(ValueError, match="runs only compiled, for a Hopper GPU"):
             anchor_attention(q, k, v, cos, sin, 1, keys="copies", language="gluon")
-    with pytest.raises(ValueError, match="keys='copies' at native precision"):
+    with pytest.raises(ValueError, match=r"keys='copies' \(native or fp8\)"):
         anchor_attention(q, k, v, cos, sin, 1, keys="once", language="gluon")
+    with pytest.raises(ValueError, match=r"keys='copies' \(native or fp8\)"):
+        anchor_attention(q, k, v, cos, sin, 1, precision="fp8", keys="in-loop", language="gluon")
     with pytest.raises(ValueError, match="valid: triton, gluon"):
         anchor_attention(q, k, v, cos, sin, 1, language="cuda")

@@ -137,8 +137,8 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
     assert baselines == ["sdpa: flash", "sdpa: default"]
     for entry in attention.hopper_candidates():
         keys, _, name = entry.partition(": ")
-        assert keys in ("once", "copies", "in-loop", "gluon", "fp8 copies", "sdpa")
-        assert keys in ("sdpa", "gluon") or config_name(parse_config_name(name)) == name
+        assert keys in ("once", "copies", "in-loop", "gluon", "fp8 copies", "gluon fp8", "sdpa")
+        assert keys in ("sdpa", "gluon", "gluon fp8") or config_name(parse_config_name(name)) == name
     with pytest.raises(ValueError, match="not a config name"):
         parse_config_name("128x64 s3")
 
