@@ -26,7 +26,8 @@ attention, although the kernel folds the anchors and skips their rows).
 One configuration at a time (`--candidate "once: 128x64 w8 s3 split flat"`, keys mode then
 config name, listed or not; "gluon: 128x64 w8 s2" for kernels/gluon_attention.py;
 "fp8 copies: 128x128 w8 s2 split flat tma copies" for kernels/fp8_copies.py and "gluon fp8:
-128x64 w8 s2" for its Gluon form, both held to the FP8 bound; or a baseline, "sdpa: flash" or "sdpa: default" on pre-rotated q/k;
+128x64 w8 s2" for its Gluon form, both held to the FP8 bound; or a baseline, "sdpa: flash" or
+"sdpa: default" on pre-rotated q/k;
 `--list-candidates` prints the Hopper lists' candidates and the baselines, one a line): that
 config alone, timed and checked as above at each shape, one JSON line per shape as soon as it
 is measured. scripts/gpu_checks.sh runs every candidate in its own process with a time

@@ -336,26 +336,30 @@ def _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, LOG2_P_SCALE: tl.conste
 
 @triton.jit
 def _attend_described_rows(
-    acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0, v_row0, count, v_inv, DTYPE: tl.constexpr,
+    acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0, v_row0, count, v_inv, DTYPE: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
-    """The flat loop over `count` keys with tensor-memory-accelerator loads (TMA_KEYS): copy
-    rows k_row0.. through k_desc, their values V rows v_row0.. through v_desc. Called once for
-    the source keys and once for the target keys, so that V's rows of a tile are contiguous
-    (the anchors sit between them). Full tiles unmasked, then one masked partial tile."""
+    """The flat loop over `count` keys with tensor-memory-accelerator loads: copy rows
+    k_row0.. through k_desc, their values V rows v_row0.. through v_desc; logits (log2 units)
+    q.k * row_scale. Keys once (TMA_KEYS) calls it for the source keys and for the target
+    keys, so that V's rows of a tile are contiguous (the anchors sit between them);
+    kernels/rotated_copies.py once over its copies. Full tiles unmasked, then one masked
+    partial tile."""
     full = (count // BLOCK_N) * BLOCK_N
     for start in range(0, full, BLOCK_N):
-        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0 + start, v_row0 + start,
-                                        start, count, v_inv, DTYPE, BLOCK_N, False, DOT_PRECISION, ROUND_IN_FP32)
+        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0 + start,
+                                        v_row0 + start, start, count, v_inv, DTYPE, BLOCK_N, False, DOT_PRECISION,
+                                        ROUND_IN_FP32)
     if full < count:
-        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, k_desc, v_desc, k_row0 + full, v_row0 + full,
-                                        full, count, v_inv, DTYPE, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
+        acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0 + full,
+                                        v_row0 + full, full, count, v_inv, DTYPE, BLOCK_N, True, DOT_PRECISION,
+                                        ROUND_IN_FP32)
     return acc, l_i, m_i
 
 
 @triton.jit
 def _described_step(
-    acc, l_i, m_i, q_flat, k_desc, v_desc, k_row, v_row, start, count, v_inv, DTYPE: tl.constexpr,
+    acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row, v_row, start, count, v_inv, DTYPE: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
     """One tile of `_attend_described_rows`. Rows past the end of the tensors load as zeros;
@@ -366,7 +370,7 @@ def _described_step(
     qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
     if MASK_KEYS:
         qk = tl.where((start + tl.arange(0, BLOCK_N) < count)[None, :], qk, float("-inf"))
-    p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i)
+    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, 0.0)
     v = v_desc.load([v_row, 0])
     acc = _accumulate_values(acc, p, v, v_inv, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
     return acc, l_i, m_i
@@ -474,9 +478,10 @@ def _video_queries(
                                            block_shape=[BLOCK_N, HEAD_DIM])
         v_desc = tl.make_tensor_descriptor(V + v_base, shape=[2 * num_video + num_anchor, HEAD_DIM],
                                            strides=[stride_vl, 1], block_shape=[BLOCK_N, HEAD_DIM])
-        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, k_desc, v_desc, 0, 0, num_video, v_inv,
-                                               V.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
-        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, k_desc, v_desc, num_video,
+        unscaled = tl.full([BLOCK_M], 1.0, tl.float32)  # the softmax scale is in q already
+        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, unscaled, k_desc, v_desc, 0, 0, num_video,
+                                               v_inv, V.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, unscaled, k_desc, v_desc, num_video,
                                                num_video + num_anchor, num_video, v_inv, V.dtype.element_ty,
                                                BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
     elif ROTATED_KEYS and FLAT_KEYS:
@@ -619,6 +624,31 @@ def anchor_attention_fwd(
 
 
 @triton.jit
+def _rotated_video_rows(
+    X, COS, SIN, pid_bh, stride_xb, stride_xl, stride_xh, num_heads, num_video, num_anchor,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """This program's BLOCK rows of X's video sequence (source rows, then target rows past the
+    anchors) rotated in float32, for the pre-passes that write rotated copies: (rotated even
+    channels, rotated odd channels, the row numbers 0..2N, the mask of real rows, the mask
+    of real [row, channel] pairs)."""
+    half_dim: tl.constexpr = HEAD_DIM // 2
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = rows < 2 * num_video
+    is_source = rows < num_video
+    position = tl.where(is_source, rows, rows - num_video)
+    x_base = (pid_bh // num_heads).to(tl.int64) * stride_xb + (pid_bh % num_heads) * stride_xh
+    even, odd = _load_pairs(X + x_base, tl.where(is_source, rows, rows + num_anchor), row_ok, stride_xl,
+                            HEAD_DIM, HALF_PAD, DIM_PAD, True)  # whole rows, vector loads
+    half = tl.arange(0, HALF_PAD)
+    mask = row_ok[:, None] & (half[None, :] < half_dim)
+    t_ptrs = position[:, None] * half_dim + half[None, :]
+    cos = tl.load(COS + t_ptrs, mask=mask, other=0.0)
+    sin = tl.load(SIN + t_ptrs, mask=mask, other=0.0)
+    return even * cos - odd * sin, even * sin + odd * cos, rows, row_ok, mask
+
+
+@triton.jit
 def rotate_keys_fwd(
     K, COS, SIN, KR,
     stride_kb, stride_kl, stride_kh,
@@ -631,22 +661,14 @@ def rotate_keys_fwd(
     Rotated in float32 and rounded to K's dtype, as the main loop's in-register rotation."""
     half_dim: tl.constexpr = HEAD_DIM // 2
     pid_bh = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < 2 * num_video
-    is_source = rows < num_video
-    position = tl.where(is_source, rows, rows - num_video)
-    k_base = (pid_bh // num_heads).to(tl.int64) * stride_kb + (pid_bh % num_heads) * stride_kh
-    k_even, k_odd = _load_pairs(K + k_base, tl.where(is_source, rows, rows + num_anchor), row_ok, stride_kl,
-                                HEAD_DIM, HALF_PAD, DIM_PAD, True)  # whole rows, vector loads
-    half = tl.arange(0, HALF_PAD)
-    mask = row_ok[:, None] & (half[None, :] < half_dim)
-    t_ptrs = position[:, None] * half_dim + half[None, :]
-    cos = tl.load(COS + t_ptrs, mask=mask, other=0.0)
-    sin = tl.load(SIN + t_ptrs, mask=mask, other=0.0)
+    rot_even, rot_odd, rows, _, mask = _rotated_video_rows(K, COS, SIN, pid_bh, stride_kb, stride_kl, stride_kh,
+                                                           num_heads, num_video, num_anchor, HEAD_DIM, HALF_PAD,
+                                                           DIM_PAD, BLOCK)
     dtype = KR.dtype.element_ty
+    half = tl.arange(0, HALF_PAD)
     out = KR + pid_bh.to(tl.int64) * (2 * num_video * HEAD_DIM) + rows[:, None] * HEAD_DIM + half[None, :]
-    tl.store(out, _to_dot_dtype(k_even * cos - k_odd * sin, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
-    tl.store(out + half_dim, _to_dot_dtype(k_even * sin + k_odd * cos, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
+    tl.store(out, _to_dot_dtype(rot_even, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
+    tl.store(out + half_dim, _to_dot_dtype(rot_odd, dtype, ROUND_IN_FP32).to(dtype), mask=mask)
 
 
 # Under TRITON_INTERPRET=1 triton.jit returns an interpreter object instead of a JITFunction.

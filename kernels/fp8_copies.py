@@ -29,8 +29,6 @@ triton-fp8-copies`. Its error against the native kernel is in docs/BENCHMARKS.md
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -38,17 +36,18 @@ import triton.language as tl
 from .anchor_attention import (
     _INTERPRETED,
     _LOG2E,
+    FP8_COPIES_CONFIGS,
     FP8_E4M3_MAX,
     FP8_KEY_BLOCK,
     _descaled_softmax_step,
     _ensure_scratch_allocator,
     _fold_anchor_keys,
-    _load_pairs,
+    _rotated_video_rows,
     _to_dot_dtype,
     _to_e4m3,
     value_scales,
 )
-from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature
+from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, run_over_video_queries, tuned_over
 
 QUANTIZE_BLOCK = 64  # rows per program of the q and v pre-passes (k's programs take FP8_KEY_BLOCK rows)
 _LOG2_E4M3_MAX = tl.constexpr(8.807354922057604)  # log2(448): p is produced as 448 p inside its exp2
@@ -69,20 +68,11 @@ def quantize_rotated_fwd(
     half_dim: tl.constexpr = HEAD_DIM // 2
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < num_keys
-    is_source = rows < num_video
-    position = tl.where(is_source, rows, rows - num_video)
-    x_base = (pid_bh // num_heads).to(tl.int64) * stride_xb + (pid_bh % num_heads) * stride_xh
-    even, odd = _load_pairs(X + x_base, tl.where(is_source, rows, rows + num_anchor), row_ok, stride_xl,
-                            HEAD_DIM, half_dim, HEAD_DIM, True)  # whole rows, vector loads
-    half = tl.arange(0, half_dim)
-    mask = row_ok[:, None] & (half[None, :] < half_dim)
-    t_ptrs = position[:, None] * half_dim + half[None, :]
-    cos = tl.load(COS + t_ptrs, mask=mask, other=0.0)
-    sin = tl.load(SIN + t_ptrs, mask=mask, other=0.0)
-    rot_even = (even * cos - odd * sin) * MULTIPLIER
-    rot_odd = (even * sin + odd * cos) * MULTIPLIER
+    rot_even, rot_odd, rows, row_ok, mask = _rotated_video_rows(
+        X, COS, SIN, pid_bh, stride_xb, stride_xl, stride_xh, num_heads, num_video, num_anchor,
+        HEAD_DIM, half_dim, HEAD_DIM, BLOCK,
+    )
+    rot_even, rot_odd = rot_even * MULTIPLIER, rot_odd * MULTIPLIER
     row_max = tl.maximum(tl.max(tl.abs(rot_even), 1), tl.max(tl.abs(rot_odd), 1))
     if ROW_SCALES:
         scale = tl.maximum(row_max, 1e-30) / FP8_E4M3_MAX
@@ -92,7 +82,7 @@ def quantize_rotated_fwd(
         scale = tl.maximum(tl.max(row_max, 0), 1e-30) / FP8_E4M3_MAX
         tl.store(SCALE + pid_bh * tl.cdiv(num_keys, BLOCK) + tl.program_id(0), scale)
         inv = 1.0 / scale
-    out = X8 + pid_bh.to(tl.int64) * (num_keys * HEAD_DIM) + rows[:, None] * HEAD_DIM + half[None, :]
+    out = X8 + pid_bh.to(tl.int64) * (num_keys * HEAD_DIM) + rows[:, None] * HEAD_DIM + tl.arange(0, half_dim)[None, :]
     tl.store(out, _to_e4m3(rot_even * inv, ROUND_IN_FP32), mask=mask)
     tl.store(out + half_dim, _to_e4m3(rot_odd * inv, ROUND_IN_FP32), mask=mask)
 
@@ -223,24 +213,8 @@ def fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float):
     return (q8, k8, vt8), (q_scale, k_scale, v_scale), keys_pad
 
 
-def _configs() -> list[triton.Config]:
-    """FP8_COPIES_CONFIGS as meta-parameters; the interpreter gets one small tile (32 keys:
-    e4m3 dots reduce over at least 32) so that tiny test shapes cross tile boundaries."""
-    from .anchor_attention import FP8_COPIES_CONFIGS
-
-    if _INTERPRETED:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]}, num_warps=c.num_warps,
-                          num_stages=c.num_stages) for c in FP8_COPIES_CONFIGS]
-
-
-def _prune(configs, named_args, **kwargs):
-    # SAMA_RT_AUTOTUNE=0: the first config, untimed (test runs), as for the main kernel
-    return configs[:1] if os.environ.get("SAMA_RT_AUTOTUNE") == "0" else configs
-
-
-tuned_kernel = triton.autotune(configs=_configs(), key=["num_video", "num_anchor", "HEAD_DIM"],
-                               prune_configs_by={"early_config_prune": _prune})(fp8_copies_fwd)
+# e4m3 dots reduce over at least 32 keys: the interpreter's small tile has 32.
+tuned_kernel = tuned_over(fp8_copies_fwd, FP8_COPIES_CONFIGS, interpreter_block_n=32)
 
 
 def launch_fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
@@ -248,9 +222,6 @@ def launch_fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     """Run `fp8_copies_fwd`, autotuned over FP8_COPIES_CONFIGS or with `config` (inputs
     already checked by the caller, last dimensions contiguous). Returns [B, L, heads,
     head_dim] in v's dtype."""
-    from .anchor_attention import _ran
-    from .rotated_copies import config_name
-
     batch, _, num_heads, head_dim = q.shape
     if head_dim & (head_dim - 1) or head_dim < 32:
         raise ValueError(f"the FP8 copies kernel needs a power-of-two head_dim >= 32, got {head_dim}")
@@ -261,21 +232,10 @@ def launch_fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     if q.device.type == "cuda":
         _ensure_scratch_allocator()  # the tensor descriptors are built in scratch memory
     copies, scales, keys_pad = fp8_copies(q, k, v, cos, sin, num_anchor, scale)
-    kernel, meta = tuned_kernel, {}
-    if config is not None:
-        kernel = fp8_copies_fwd
-        meta = dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
-                    num_stages=config.num_stages)
-    else:
-        _ran(tuned_kernel, config_name)
-
-    def grid(meta):
-        return triton.cdiv(2 * num_video, meta["BLOCK_M"]), batch * num_heads
-
-    kernel[grid](
-        *copies, *scales, anchor_sum,
-        out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, keys_pad, out,
-        HEAD_DIM=head_dim, ROUND_IN_FP32=_INTERPRETED, **meta,
+    run_over_video_queries(
+        tuned_kernel, fp8_copies_fwd, config, 2 * num_video, batch * num_heads,
+        *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
+        keys_pad, out, HEAD_DIM=head_dim, ROUND_IN_FP32=_INTERPRETED,
     )
     return out
 

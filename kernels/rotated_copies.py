@@ -43,34 +43,16 @@ import triton.language as tl
 
 from .anchor_attention import (
     _INTERPRETED,
+    ROTATED_COPIES_CONFIGS,
     _LOG2E,
-    _accumulate_values,
-    _descaled_softmax_step,
+    _attend_described_rows,
+    _described_step,
     _ensure_scratch_allocator,
     _fold_anchor_keys,
     _to_dot_dtype,
     dot_precision,
     rotate_keys,
 )
-
-
-@triton.jit
-def _copies_step(
-    acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys, DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-    MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
-):
-    """One key tile of `rotated_copies_fwd`: q.k, the online softmax, p.v onto acc. MASK_KEYS:
-    the tile reaches past the 2N keys (the descriptor loads those rows as zeros)."""
-    k = k_desc.load([start, 0])
-    if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
-        k = k.to(tl.float32)  # exact; see _to_dot_dtype
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-    if MASK_KEYS:
-        qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
-    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, 0.0)
-    v = v_desc.load([start, 0])
-    acc = _accumulate_values(acc, p, v, 1.0, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
-    return acc, l_i, m_i
 
 
 @triton.jit
@@ -110,17 +92,13 @@ def rotated_copies_fwd(
     if WARP_SPECIALIZE:
         # The shape the pass needs: one loop, every tile masked (no tail step after it).
         for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=True):
-            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys,
-                                         OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
+            acc, l_i, m_i = _described_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, start, start,
+                                            num_keys, 1.0, OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION,
+                                            ROUND_IN_FP32)
     else:
         # Full tiles unmasked (no per-logit select), then one masked partial tile.
-        full = (num_keys // BLOCK_N) * BLOCK_N
-        for start in range(0, full, BLOCK_N):
-            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, num_keys,
-                                         OUT.dtype.element_ty, BLOCK_N, False, DOT_PRECISION, ROUND_IN_FP32)
-        if full < num_keys:
-            acc, l_i, m_i = _copies_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, full, num_keys,
-                                         OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION, ROUND_IN_FP32)
+        acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q, row_scale, k_desc, v_desc, 0, 0, num_keys, 1.0,
+                                               OUT.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
 
     dim = tl.arange(0, HEAD_DIM)
     out = _fold_anchor_keys(acc, l_i, m_i, tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim), num_anchor)
@@ -170,24 +148,31 @@ def value_copy(v: torch.Tensor, num_video: int, num_anchor: int) -> torch.Tensor
     return out.view(batch * num_heads, 2 * num_video, head_dim)
 
 
-def _configs() -> list[triton.Config]:
-    """ROTATED_COPIES_CONFIGS as the kernel's meta-parameters; the interpreter gets one small
-    tile so that tiny test shapes cross tile boundaries."""
-    from .anchor_attention import ROTATED_COPIES_CONFIGS
-
+def tuned_over(kernel, configs, interpreter_block_n: int = 16):
+    """`kernel` autotuned over `configs` (configs of anchor_attention.py's lists, whose tile,
+    warps and stages are the meta-parameters here), keyed on the shape. The interpreter gets
+    one small tile (16 x interpreter_block_n) so that tiny test shapes cross tile boundaries;
+    SAMA_RT_AUTOTUNE=0 the first config, untimed (test runs), as for the main kernel."""
     if _INTERPRETED:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]}, num_warps=c.num_warps,
-                          num_stages=c.num_stages) for c in ROTATED_COPIES_CONFIGS]
+        metas = [triton.Config({"BLOCK_M": 16, "BLOCK_N": interpreter_block_n}, num_warps=4, num_stages=1)]
+    else:
+        metas = [triton.Config({"BLOCK_M": c.kwargs["BLOCK_M"], "BLOCK_N": c.kwargs["BLOCK_N"]},
+                               num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
+    return triton.autotune(configs=metas, key=["num_video", "num_anchor", "HEAD_DIM"],
+                           prune_configs_by={"early_config_prune": _prune})(kernel)
+
+
+def launch_meta(config: triton.Config) -> dict:
+    """The meta-parameters that run one config of those lists without the autotuner."""
+    return dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
+                num_stages=config.num_stages)
 
 
 def _prune(configs, named_args, **kwargs):
-    # SAMA_RT_AUTOTUNE=0: the first config, untimed (test runs), as for the main kernel
     return configs[:1] if os.environ.get("SAMA_RT_AUTOTUNE") == "0" else configs
 
 
-tuned_kernel = triton.autotune(configs=_configs(), key=["num_video", "num_anchor", "HEAD_DIM"],
-                               prune_configs_by={"early_config_prune": _prune})(rotated_copies_fwd)
+tuned_kernel = tuned_over(rotated_copies_fwd, ROTATED_COPIES_CONFIGS)
 
 
 def config_name(config: triton.Config) -> str:
@@ -234,27 +219,28 @@ def launch_rotated_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     warp_specialize=True compiles the loop warp-specialised (wrong results on sm_90 with
     Triton 3.6: benchmarks/rotated_copies.py only). Returns [B, L, heads, head_dim] in v's
     dtype."""
-    from .anchor_attention import _ran
-
     out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
     batch, _, num_heads, head_dim = q.shape
-    num_video = cos.shape[0]
-    meta = {}
-    kernel = tuned_kernel
-    if config is not None:
-        kernel = rotated_copies_fwd
-        meta = dict(BLOCK_M=config.kwargs["BLOCK_M"], BLOCK_N=config.kwargs["BLOCK_N"], num_warps=config.num_warps,
-                    num_stages=config.num_stages)
-    else:
-        _ran(tuned_kernel, config_name)
-
-    def grid(meta):
-        return triton.cdiv(2 * num_video, meta["BLOCK_M"]), batch * num_heads
-
-    kernel[grid](
-        *copies, anchor_sum,
-        out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor, out,
+    run_over_video_queries(
+        tuned_kernel, rotated_copies_fwd, config, 2 * cos.shape[0], batch * num_heads,
+        *copies, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, cos.shape[0], num_anchor, out,
         QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(q.dtype),
-        ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=warp_specialize, **meta,
+        ROUND_IN_FP32=_INTERPRETED, WARP_SPECIALIZE=warp_specialize,
     )
     return out
+
+
+def run_over_video_queries(tuned, kernel, config: triton.Config | None, num_keys: int, programs: int, *args,
+                           **constexprs) -> None:
+    """Launch a kernel over the copies on its grid (cdiv(2N, BLOCK_M), B * heads): with
+    `config`'s meta-parameters, or autotuned (`tuned`, the kernel's autotuner) when config is
+    None, which `tuned_config` then reports."""
+    from .anchor_attention import _ran
+
+    meta = {}
+    if config is None:
+        kernel = tuned
+        _ran(tuned, config_name)
+    else:
+        meta = launch_meta(config)
+    kernel[lambda m: (triton.cdiv(num_keys, m["BLOCK_M"]), programs)](*args, **constexprs, **meta)
