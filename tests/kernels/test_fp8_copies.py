@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sama_rt.kernels import anchor_attention, anchor_attention_ref
+from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 from sama_rt.kernels.fp8_copies import QUANTIZE_BLOCK, fp8_copies
 from sama_rt.models.rope import apply_rope, sequence_rope_tables
 
-from .test_anchor_attention import INTERPRETED, _inputs
+from .test_anchor_attention import DEVICE, INTERPRETED, _inputs
 
 kernel_module = importlib.import_module("sama_rt.kernels.anchor_attention")
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +60,22 @@ def test_error_within_e4m3_rounding_and_really_quantized(frames, height, width, 
     in_loop = anchor_attention(q, k, v, cos, sin, num_anchor, precision="fp8").float()
     rms, in_loop_rms = ((x - oracle).pow(2).mean().sqrt().item() for x in (out.float(), in_loop))
     assert rms <= 4 / 3 * in_loop_rms, (rms, in_loop_rms)
+
+
+@needs_kernel
+def test_strided_views_of_a_fused_qkv_tensor():
+    """q, k, v sliced out of one [B, L, 3, heads, D] projection: the pre-passes read the
+    strided rows and write the same copies as from contiguous tensors, so the outputs match
+    bit for bit."""
+    num_anchor, heads = 2, 2
+    seq_len = 2 * 15 + num_anchor
+    qkv = torch.randn(2, seq_len, 3, heads, 128, generator=torch.Generator().manual_seed(19)).to(DEVICE,
+                                                                                                torch.float16)
+    q, k, v = qkv.unbind(2)
+    assert not q.is_contiguous()
+    cos, sin = rope_tables(1, 3, 5, 128, device=DEVICE)
+    out = _fp8_copies(q, k, v, cos, sin, num_anchor)
+    assert torch.equal(out, _fp8_copies(q.contiguous(), k.contiguous(), v.contiguous(), cos, sin, num_anchor))
 
 
 @needs_kernel
