@@ -49,9 +49,10 @@ from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotate
 GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
 # The FP8 form's configs that compile for sm_90 without spills (triton 3.6 and 3.9): 128x64
 # w8 (two warpgroups, 162-168 registers), 64x64 w4 (163-170: two programs an SM), 128x32 w8
-# (128-130). 128-key tiles spill (64x128 w4, 128x128 w8: 255 registers, 54-55 spill
-# instructions), unlike the Triton FP8 loop's. None has been timed.
-GLUON_FP8_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x64 w8 s3", "64x64 w4 s3", "128x32 w8 s2")
+# (128-130), 128x32 w4 (one warpgroup of 128 rows, 236-238: two programs an SM). 128-key
+# tiles spill (64x128 w4, 128x128 w8: 255 registers, 54-55 spill instructions), unlike the
+# Triton FP8 loop's, and so does 128x64 w4 (170-374). None has been timed.
+GLUON_FP8_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x64 w8 s3", "64x64 w4 s3", "128x32 w8 s2", "128x32 w4 s2")
 
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
 # `async_load` in later versions (3.9 here, where the old name raises); same arguments. The
