@@ -190,6 +190,8 @@ def fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float):
     `fp8_copies_fwd` takes them (module docstring). Inputs [B, L, heads, D], last dimension
     contiguous; cos, sin [N, D/2] float32."""
     batch, _, num_heads, head_dim = q.shape
+    if head_dim & (head_dim - 1) or head_dim < 32:  # tensor descriptors, e4m3 dots over >= 32 channels
+        raise ValueError(f"the FP8 copies kernels need a power-of-two head_dim >= 32, got {head_dim}")
     num_video = cos.shape[0]
     num_keys, heads = 2 * num_video, batch * num_heads
     keys_pad = triton.cdiv(num_keys, 16) * 16  # TMA: every row but the last starts on 16 bytes
@@ -223,8 +225,6 @@ def launch_fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float,
     already checked by the caller, last dimensions contiguous). Returns [B, L, heads,
     head_dim] in v's dtype."""
     batch, _, num_heads, head_dim = q.shape
-    if head_dim & (head_dim - 1) or head_dim < 32:
-        raise ValueError(f"the FP8 copies kernel needs a power-of-two head_dim >= 32, got {head_dim}")
     if config is not None and (config.kwargs["BLOCK_N"] < 32 or FP8_KEY_BLOCK.value % config.kwargs["BLOCK_N"]):
         raise ValueError(f"the FP8 copies kernel's key tile must be 32, 64 or 128 keys, got {config.kwargs['BLOCK_N']}")
     num_video = cos.shape[0]
