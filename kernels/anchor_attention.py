@@ -1035,8 +1035,9 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
         if fp8 and torch.cuda.get_device_capability(q.device) < (8, 9):
             raise ValueError("fp8 attention needs compute capability 8.9 or newer")
         if rotated_copies and torch.cuda.get_device_capability(q.device) < (9, 0):
-            raise ValueError("keys='copies' (kernels/rotated_copies.py) needs a Hopper GPU or newer "
-                             "(tensor-memory-accelerator loads); use keys='once'")
+            raise ValueError("keys='copies' (kernels/rotated_copies.py, kernels/fp8_copies.py) needs a Hopper GPU "
+                             "or newer (tensor-memory-accelerator loads); use keys="
+                             + ("'in-loop'" if fp8 else "'once'"))
     elif not _INTERPRETED:
         raise RuntimeError(
             f"anchor_attention runs its Triton kernel on CUDA tensors (got {q.device}); on CPU it "
