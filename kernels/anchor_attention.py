@@ -50,6 +50,14 @@ logger = logging.getLogger(__name__)
 
 
 _LOG2E = 1.4426950408889634
+# How far (log2 units) a row's running maximum may grow before the lazily rescaling loops
+# (`_lazy_softmax_step`) rescale: softmax weights then reach at most 2**8 = 256 (16-bit p).
+# FP8 p must stay within e4m3's 448, and every binade of slack is one less for small weights
+# above e4m3's smallest subnormal: its loop takes 448 p / 2**FP8_RESCALE_SLACK at the
+# reference maximum, up to 448 before a rescale. A slack of 1 costs ~0.5 % more rms error
+# than rescaling at every tile, 2 costs ~2 % (benchmarks/fp8_attention_error.py).
+RESCALE_SLACK = tl.constexpr(8.0)
+FP8_RESCALE_SLACK = tl.constexpr(1.0)
 # Largest finite float8 e4m3fn value: per-block scales map each block's max |x| onto it.
 FP8_E4M3_MAX = tl.constexpr(448.0)
 # FP8 keys get one scale per this many positions (source and target rows of those positions
@@ -335,9 +343,29 @@ def _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, LOG2_P_SCALE: tl.conste
 
 
 @triton.jit
+def _lazy_softmax_step(qk, row_scale, acc, l_i, m_i, SLACK: tl.constexpr, LOG2_P_SCALE: tl.constexpr):
+    """`_descaled_softmax_step` that rescales acc and l_i only when some row's maximum has
+    grown by more than SLACK (log2 units) since the last rescale: otherwise the old maximum
+    stays the reference, and p (times 2**LOG2_P_SCALE) may reach 2**(SLACK + LOG2_P_SCALE)
+    instead of 2**LOG2_P_SCALE. After the first tiles the maxima rarely grow that much, so
+    most tiles skip the multiply of every accumulator. The ratio acc / l_i is unchanged, and
+    the epilogue's anchor fold uses the same reference maximum. The test is one reduction
+    over the whole tile, so every warp takes the same branch."""
+    m_tile = tl.max(qk, 1) * row_scale
+    if tl.max(m_tile - m_i, 0) > SLACK:  # the first tile always (m_i = -inf)
+        m_new = tl.maximum(m_i, m_tile)
+        alpha = tl.exp2(m_i - m_new)
+        acc = acc * alpha[:, None]
+        l_i = l_i * alpha
+        m_i = m_new
+    p = tl.exp2(qk * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
+    return p, acc, l_i + tl.sum(p, 1), m_i
+
+
+@triton.jit
 def _attend_described_rows(
     acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0, v_row0, count, v_inv, DTYPE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr, LAZY_RESCALE: tl.constexpr,
 ):
     """The flat loop over `count` keys with tensor-memory-accelerator loads: copy rows
     k_row0.. through k_desc, their values V rows v_row0.. through v_desc; logits (log2 units)
@@ -349,11 +377,11 @@ def _attend_described_rows(
     for start in range(0, full, BLOCK_N):
         acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0 + start,
                                         v_row0 + start, start, count, v_inv, DTYPE, BLOCK_N, False, DOT_PRECISION,
-                                        ROUND_IN_FP32)
+                                        ROUND_IN_FP32, LAZY_RESCALE)
     if full < count:
         acc, l_i, m_i = _described_step(acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row0 + full,
                                         v_row0 + full, full, count, v_inv, DTYPE, BLOCK_N, True, DOT_PRECISION,
-                                        ROUND_IN_FP32)
+                                        ROUND_IN_FP32, LAZY_RESCALE)
     return acc, l_i, m_i
 
 
@@ -361,16 +389,22 @@ def _attend_described_rows(
 def _described_step(
     acc, l_i, m_i, q_flat, row_scale, k_desc, v_desc, k_row, v_row, start, count, v_inv, DTYPE: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
+    LAZY_RESCALE: tl.constexpr,
 ):
     """One tile of `_attend_described_rows`. Rows past the end of the tensors load as zeros;
-    rows past `count` (the next segment's, or the anchors') are masked out of the softmax."""
+    rows past `count` (the next segment's, or the anchors') are masked out of the softmax.
+    LAZY_RESCALE: `_lazy_softmax_step` (a branch in the loop, which the warp-specialisation
+    pass does not take)."""
     k = k_desc.load([k_row, 0])
     if ROUND_IN_FP32 and DTYPE == tl.bfloat16:
         k = k.to(tl.float32)  # exact; see _to_dot_dtype
     qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
     if MASK_KEYS:
         qk = tl.where((start + tl.arange(0, BLOCK_N) < count)[None, :], qk, float("-inf"))
-    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, 0.0)
+    if LAZY_RESCALE:
+        p, acc, l_i, m_i = _lazy_softmax_step(qk, row_scale, acc, l_i, m_i, RESCALE_SLACK, 0.0)
+    else:
+        p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, 0.0)
     v = v_desc.load([v_row, 0])
     acc = _accumulate_values(acc, p, v, v_inv, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
     return acc, l_i, m_i
@@ -480,10 +514,10 @@ def _video_queries(
                                            strides=[stride_vl, 1], block_shape=[BLOCK_N, HEAD_DIM])
         unscaled = tl.full([BLOCK_M], 1.0, tl.float32)  # the softmax scale is in q already
         acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, unscaled, k_desc, v_desc, 0, 0, num_video,
-                                               v_inv, V.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+                                               v_inv, V.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32, True)
         acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q_flat, unscaled, k_desc, v_desc, num_video,
                                                num_video + num_anchor, num_video, v_inv, V.dtype.element_ty,
-                                               BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+                                               BLOCK_N, DOT_PRECISION, ROUND_IN_FP32, True)
     elif ROTATED_KEYS and FLAT_KEYS:
         # The 2N rows as one sequence (a tile may straddle source and target). Full tiles
         # unmasked; only the last, partial one is masked.

@@ -16,10 +16,12 @@ want:
   reads both operands K-major, and for p.v the reduction runs over keys;
 * the loop (`fp8_copies_fwd`) loads tiles through tensor descriptors (TMA), computes q.k in
   FP8 with fp32 accumulation, multiplies the logits by (q row scale x k block scale) in the
-  same fused multiply-add that subtracts the running maximum, and takes p as
-  exp2(logit - max + log2(448)), i.e. 448 p, which uses the whole e4m3 range with no extra
-  multiply; p.v runs in FP8 with fp32 accumulation. The 448 and v's channel scales leave in
-  the epilogue, where the anchor keys are folded in as in the other kernels.
+  same fused multiply-add that subtracts the running maximum, and takes p times a constant
+  factor inside that exp2, to use e4m3's range with no extra multiply: 224 p at the
+  reference maximum, which is updated (and the accumulators rescaled) only when a row's
+  maximum has doubled since, so p stays within 448 (`_lazy_softmax_step`). p.v runs in FP8
+  with fp32 accumulation. The factor and v's channel scales leave in the epilogue, where
+  the anchor keys are folded in as in the other kernels.
 
 Anchor queries' rows (mean of v) and the anchor keys' value sum are the torch reductions of
 kernels/rotated_copies.py. Hopper only (TMA loads; FP8 dots need sm_89+, the in-loop FP8
@@ -28,6 +30,8 @@ kernel stays the choice for Ada), power-of-two head_dim >= 32. Opt-in, like ever
 triton-fp8-copies`. Its error against the native kernel is in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -39,9 +43,10 @@ from .anchor_attention import (
     FP8_COPIES_CONFIGS,
     FP8_E4M3_MAX,
     FP8_KEY_BLOCK,
-    _descaled_softmax_step,
+    FP8_RESCALE_SLACK,
     _ensure_scratch_allocator,
     _fold_anchor_keys,
+    _lazy_softmax_step,
     _rotated_video_rows,
     _to_dot_dtype,
     _to_e4m3,
@@ -50,7 +55,9 @@ from .anchor_attention import (
 from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, run_over_video_queries, tuned_over
 
 QUANTIZE_BLOCK = 64  # rows per program of the q and v pre-passes (k's programs take FP8_KEY_BLOCK rows)
-_LOG2_E4M3_MAX = tl.constexpr(8.807354922057604)  # log2(448): p is produced as 448 p inside its exp2
+# The loop's factor on p, 448 / 2**FP8_RESCALE_SLACK (its maxima are lazily updated):
+_P_SCALE = tl.constexpr(448.0 / 2**FP8_RESCALE_SLACK.value)
+_LOG2_P_SCALE = tl.constexpr(math.log2(_P_SCALE.value))
 
 
 @triton.jit
@@ -117,14 +124,16 @@ def _fp8_step(
     BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, ROUND_IN_FP32: tl.constexpr,
 ):
     """One key tile: q.k in e4m3, the online softmax in float32 on descaled logits (log2
-    units), then (448 p).v in e4m3 onto acc."""
+    units), then (_P_SCALE p).v in e4m3 onto acc."""
     k = k_desc.load([start, 0])
     qk = tl.dot(q, tl.trans(k))
     row_scale = q_scale * tl.load(K_SCALE + start // FP8_KEY_BLOCK)  # BLOCK_N divides FP8_KEY_BLOCK
     if MASK_KEYS:
         qk = tl.where((start + tl.arange(0, BLOCK_N) < num_keys)[None, :], qk, float("-inf"))
-    # 448 p = exp2(logit - (m - log2 448)): the descale and both shifts in one multiply-add
-    p, acc, l_i, m_i = _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, _LOG2_E4M3_MAX)
+    # p * _P_SCALE = exp2(logit - (m - log2 _P_SCALE)): the descale and the shifts in one
+    # multiply-add; a maximum grown by up to the slack since the last rescale takes it up to
+    # 448 (see FP8_RESCALE_SLACK).
+    p, acc, l_i, m_i = _lazy_softmax_step(qk, row_scale, acc, l_i, m_i, FP8_RESCALE_SLACK, _LOG2_P_SCALE)
     if ROUND_IN_FP32:
         p8 = _to_e4m3(p, True)  # the interpreter's own cast rounds wrongly (see _to_e4m3)
     else:
@@ -174,9 +183,9 @@ def fp8_copies_fwd(
                                   BLOCK_N, True, ROUND_IN_FP32)
 
     dim = tl.arange(0, HEAD_DIM)
-    # Back to v's units: acc and l both carry the factor 448 of p, acc also 1 / v's scales.
-    acc = acc * (tl.load(V_SCALE + pid_bh * HEAD_DIM + dim) / FP8_E4M3_MAX)[None, :]
-    l_i = l_i / FP8_E4M3_MAX
+    # Back to v's units: acc and l both carry p's factor _P_SCALE, acc also 1 / v's scales.
+    acc = acc * (tl.load(V_SCALE + pid_bh * HEAD_DIM + dim) / _P_SCALE)[None, :]
+    l_i = l_i / _P_SCALE
     out = _fold_anchor_keys(acc, l_i, m_i, tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim), num_anchor)
     physical = tl.where(rows < num_video, rows, rows + num_anchor)  # source, then target past the anchors
     o_base = (pid_bh // num_heads).to(tl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh

@@ -29,6 +29,7 @@ query and key tiles against the reference), so a wrong kernel is refused, not us
 """
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -38,7 +39,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from .anchor_attention import _LOG2E, FP8_E4M3_MAX, FP8_KEY_BLOCK, _ensure_scratch_allocator
-from .fp8_copies import _LOG2_E4M3_MAX
 from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotated_copies_inputs
 
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
@@ -57,6 +57,9 @@ GLUON_FP8_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x64 w8 s3", "64x64 w4 s3
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
 # `async_load` in later versions (3.9 here, where the old name raises); same arguments. The
 # CTA-wide barrier is `thread_barrier` in 3.6 and `barrier` in 3.9.
+# The FP8 form produces 448 p inside its exp2 (its maxima are always current: p <= 1).
+_LOG2_E4M3_MAX = math.log2(448.0)
+
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
@@ -266,7 +269,7 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
     block_m, block_n, num_warps, stages = parse_gluon_config(config, fp8)
     fn = gluon_attention_fwd
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                      STAGES=stages, FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX.value if fp8 else 0.0,
+                      STAGES=stages, FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX if fp8 else 0.0,
                       num_warps=num_warps)
     copies = "fp8e4nv" if fp8 else dtype
     pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
@@ -319,6 +322,6 @@ def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, con
     gluon_attention_fwd[grid](
         *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
         keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
-        FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX.value if fp8 else 0.0, num_warps=num_warps,
+        FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX if fp8 else 0.0, num_warps=num_warps,
     )
     return out

@@ -94,11 +94,12 @@ def rotated_copies_fwd(
         for start in tl.range(0, num_keys, BLOCK_N, warp_specialize=True):
             acc, l_i, m_i = _described_step(acc, l_i, m_i, q, row_scale, k_desc, v_desc, start, start, start,
                                             num_keys, 1.0, OUT.dtype.element_ty, BLOCK_N, True, DOT_PRECISION,
-                                            ROUND_IN_FP32)
+                                            ROUND_IN_FP32, False)
     else:
-        # Full tiles unmasked (no per-logit select), then one masked partial tile.
+        # Full tiles unmasked (no per-logit select), then one masked partial tile; acc
+        # rescaled only when a row's maximum has grown by more than RESCALE_SLACK.
         acc, l_i, m_i = _attend_described_rows(acc, l_i, m_i, q, row_scale, k_desc, v_desc, 0, 0, num_keys, 1.0,
-                                               OUT.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32)
+                                               OUT.dtype.element_ty, BLOCK_N, DOT_PRECISION, ROUND_IN_FP32, True)
 
     dim = tl.arange(0, HEAD_DIM)
     out = _fold_anchor_keys(acc, l_i, m_i, tl.load(ANCHOR_SUM + pid_bh * HEAD_DIM + dim), num_anchor)

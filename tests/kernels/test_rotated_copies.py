@@ -51,6 +51,27 @@ def test_matches_the_reference(frames, height, width, num_anchor, batch, heads, 
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lazy_rescaling_follows_maxima_that_keep_growing(dtype):
+    """The loop rescales its accumulators only when a row's maximum has grown by more than
+    RESCALE_SLACK (log2 units) since the last rescale. Keys whose magnitude grows along the
+    sequence make the maxima grow past that again and again (with 16-key tiles, the rescale
+    branch is taken in 6-9 of the 9 tiles of each query tile, late ones included), and tiles
+    in between grow them by less (the branch skipped): the output must still meet the
+    tolerance rule. (16-bit inputs: with logits this large, float32's own error passes the
+    fp32 atol whether the loop rescales lazily or at every tile.)"""
+    q, k, v, cos, sin = _inputs(2, 5, 7, 3, 1, 2, 128, dtype, seed=13)
+    ramp = torch.linspace(0.2, 4.0, k.shape[1], device=k.device)[None, :, None, None]
+    k = (k.float() * ramp).to(dtype)
+    q = (q.float() * 2).to(dtype)
+    config = "16x16 w4 s1 split flat tma copies" if INTERPRETED else "128x64 w4 s2 split flat tma copies"
+    got = _run(q, k, v, cos, sin, 3, config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, 3)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, 3).float() - want).abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+@needs_kernel
 def test_anchor_queries_get_the_mean_of_v():
     q, k, v, cos, sin = _inputs(2, 3, 3, 65, 2, 2, 128, torch.float32, seed=12)
     got = _run(q, k, v, cos, sin, 65, "16x16 w4 s1 split flat tma copies" if INTERPRETED else
