@@ -306,34 +306,33 @@ def _attend_positions(
         qk_tgt = tl.where(pos_ok[None, :], qk_tgt, float("-inf"))
 
     # Logits are already in log2 units (softmax scale * log2(e) was folded into q).
-    m_new = tl.maximum(m_i, tl.maximum(tl.max(qk_src, 1), tl.max(qk_tgt, 1)))
-    p_src = tl.exp2(qk_src - m_new[:, None])
-    p_tgt = tl.exp2(qk_tgt - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p_src, 1) + tl.sum(p_tgt, 1)
-    acc = acc * alpha[:, None]
+    m_tile = tl.maximum(tl.max(qk_src, 1), tl.max(qk_tgt, 1))
+    if FP8:
+        # fp8 takes 448 p into e4m3 (_accumulate_values): p must not pass 1, so the
+        # reference maximum is always the current one.
+        m_new = tl.maximum(m_i, m_tile)
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha
+        acc = acc * alpha[:, None]
+        m_i = m_new
+    else:
+        acc, l_i, m_i = _lazy_reference(m_tile, acc, l_i, m_i, RESCALE_SLACK)
+    p_src = tl.exp2(qk_src - m_i[:, None])
+    p_tgt = tl.exp2(qk_tgt - m_i[:, None])
+    l_i = l_i + tl.sum(p_src, 1) + tl.sum(p_tgt, 1)
     v_src = V + v_base + offs_p[:, None] * stride_vl + dim[None, :]
     v_tgt = V + v_base + target_p[:, None] * stride_vl + dim[None, :]
     acc = _weighted_values(acc, p_src, v_src, v_mask, v_inv, V.dtype.element_ty, FP8, DOT_PRECISION, ROUND_IN_FP32)
     acc = _weighted_values(acc, p_tgt, v_tgt, v_mask, v_inv, V.dtype.element_ty, FP8, DOT_PRECISION, ROUND_IN_FP32)
-    return acc, l_i, m_new
-
-
-@triton.jit
-def _softmax_step(qk, acc, l_i, m_i):
-    """The online softmax over one tile of logits (log2 units): its weights p, and the state
-    (acc, l_i, m) rescaled to the new running maximum."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    p = tl.exp2(qk - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    return p, acc * alpha[:, None], l_i * alpha + tl.sum(p, 1), m_new
+    return acc, l_i, m_i
 
 
 @triton.jit
 def _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, LOG2_P_SCALE: tl.constexpr):
-    """`_softmax_step` on raw logits: the logits in log2 units are qk * row_scale (row_scale
-    [BLOCK_M], positive), and p comes out times 2**LOG2_P_SCALE (as does l_i, so their ratio
-    is unchanged). The scale and the max meet in one multiply-add per logit instead of a
+    """The online softmax over one tile of raw logits: its weights p, and the state (acc,
+    l_i, m) rescaled to the new running maximum. The logits in log2 units are qk * row_scale
+    (row_scale [BLOCK_M], positive), and p comes out times 2**LOG2_P_SCALE (as does l_i, so
+    their ratio is unchanged). The scale and the max meet in one multiply-add per logit instead of a
     multiply and a subtract: max(qk * s) = max(qk) * s for s > 0, so the maximum is taken of
     the raw tile and scaled once per row."""
     m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)
@@ -351,15 +350,23 @@ def _lazy_softmax_step(qk, row_scale, acc, l_i, m_i, SLACK: tl.constexpr, LOG2_P
     most tiles skip the multiply of every accumulator. The ratio acc / l_i is unchanged, and
     the epilogue's anchor fold uses the same reference maximum. The test is one reduction
     over the whole tile, so every warp takes the same branch."""
-    m_tile = tl.max(qk, 1) * row_scale
+    acc, l_i, m_i = _lazy_reference(tl.max(qk, 1) * row_scale, acc, l_i, m_i, SLACK)
+    p = tl.exp2(qk * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
+    return p, acc, l_i + tl.sum(p, 1), m_i
+
+
+@triton.jit
+def _lazy_reference(m_tile, acc, l_i, m_i, SLACK: tl.constexpr):
+    """The reference maximum for a tile whose rows' maxima are m_tile (log2 units): moved,
+    with acc and l_i rescaled to it, only when some row's maximum exceeds it by more than
+    SLACK (see `_lazy_softmax_step`). Returns (acc, l_i, m_i)."""
     if tl.max(m_tile - m_i, 0) > SLACK:  # the first tile always (m_i = -inf)
         m_new = tl.maximum(m_i, m_tile)
         alpha = tl.exp2(m_i - m_new)
         acc = acc * alpha[:, None]
         l_i = l_i * alpha
         m_i = m_new
-    p = tl.exp2(qk * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
-    return p, acc, l_i + tl.sum(p, 1), m_i
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -441,13 +448,14 @@ def _attend_copied_rows(
     qk = tl.dot(q_flat, tl.trans(k), input_precision=DOT_PRECISION)
     if MASK_KEYS:
         qk = tl.where(row_ok[None, :], qk, float("-inf"))
-    p, acc, l_i, m_new = _softmax_step(qk, acc, l_i, m_i)
+    unscaled = tl.full([q_flat.shape[0]], 1.0, tl.float32)  # the softmax scale is in q already
+    p, acc, l_i, m_i = _lazy_softmax_step(qk, unscaled, acc, l_i, m_i, RESCALE_SLACK, 0.0)
     dim = tl.arange(0, DIM_PAD)
     physical = tl.where(rows < num_video, rows, rows + num_anchor)  # skip the anchor rows of V
     v_ptrs = V_ROWS + physical[:, None] * stride_vl + dim[None, :]
     v_mask = row_ok[:, None] & (dim[None, :] < HEAD_DIM)
     acc = _weighted_values(acc, p, v_ptrs, v_mask, v_inv, DTYPE, False, DOT_PRECISION, ROUND_IN_FP32)
-    return acc, l_i, m_new
+    return acc, l_i, m_i
 
 
 @triton.jit
