@@ -94,6 +94,24 @@ def test_matches_reference_and_plain_sdpa(frames, height, width, num_anchor, bat
     assert ref_err <= 2 * torch_err + ATOL[dtype]
 
 
+@pytest.mark.parametrize("keys", ["in-loop", "once"])
+def test_lazy_rescaling_follows_maxima_that_keep_growing(keys):
+    """The native loops rescale their accumulators only when a row's maximum has grown by
+    more than RESCALE_SLACK since the last rescale. Keys whose magnitude grows along the
+    sequence (source and target alike) make the maxima grow past that in later steps too,
+    and by less in between: the tolerance rule still holds."""
+    q, k, v, cos, sin = _inputs(2, 5, 7, 3, 1, 2, 48, torch.float16, seed=14)
+    num_video = cos.shape[0]
+    ramp = torch.linspace(0.2, 4.0, num_video, device=k.device)
+    ramp = torch.cat([ramp, torch.ones(3, device=k.device), ramp])[None, :, None, None]
+    k = (k.float() * ramp).half()
+    q = (q.float() * 2).half()
+    got = anchor_attention(q, k, v, cos, sin, 3, keys=keys)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, 3)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, 3).float() - want).abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[torch.float16]
+
+
 def test_reference_matches_explicit_float64_softmax():
     q, k, v, cos, sin = _inputs(1, 3, 5, 3, 1, 2, 48, torch.float32, seed=1)
     cos_l, sin_l = sequence_rope_tables(cos, sin, 3)
