@@ -12,7 +12,9 @@ overlaps them with the dots) and tensor-memory-accelerator loads (TMA: UTMALDG),
 shared-memory stores (STS: data staged through registers, such
 as the rotated k tile, on its way to the dots), and which tensor-core instructions the dots
 became. These are the facts the config lists were chosen from; speed
-itself needs a GPU (benchmarks/attention.py). Then the rotated-copies kernel's configs
+itself needs a GPU (benchmarks/attention.py). For the main loop of each (the largest span
+closed by a backward branch), the instructions per thread and iteration, and those on its
+common path (without the lazy rescale), with the softmax's kinds of instructions counted. Then the rotated-copies kernel's configs
 (kernels/rotated_copies.py), as they run and warp-specialised (wrong on the H100 with Triton
 3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
 register budgets (setmaxnreg) the warp-specialised warpgroups trade. Then the FP8 loop over
@@ -108,7 +110,44 @@ def sass_stats(cubin: bytes) -> dict:
             # register budgets that warp-specialised code hands between its warpgroups
             "setmaxnreg": sorted({int(n, 16) for n in re.findall(r"USETMAXREG\.\w+\.CTAPOOL (?:UP\d, )?(0x[0-9a-f]+)", sass)}),
             "instructions": sum(ops.values()),
-            "tensor_core": ", ".join(f"{name} x{count}" for name, count in sorted(mma.items()))}
+            "tensor_core": ", ".join(f"{name} x{count}" for name, count in sorted(mma.items())),
+            **main_loop_stats(sass)}
+
+
+# Instruction kinds counted in a loop's common path: what the softmax and the rescale cost.
+LOOP_KINDS = ("MUFU", "FFMA", "FMUL", "FADD", "FMNMX", "FSEL", "F2FP", "PRMT")
+
+
+def main_loop_stats(sass: str) -> dict:
+    """Static counts of the kernel's main loop, per thread and iteration: `loop_instructions`
+    (the largest span closed by a backward branch) and `hot_path_instructions`,
+    without the blocks of 50 or more instructions that a forward branch inside it may skip
+    (the lazy rescale; on the path where it is skipped), with the `LOOP_KINDS` counted on that
+    path. Zeros when the code has no such loop."""
+    ops = [(int(address, 16), text.strip()) for address, text in re.findall(r"/\*([0-9a-f]{4})\*/\s+([^;]*);", sass)]
+    # Barrier-wait stubs sit after the last EXIT and branch back into the code: not loops.
+    end = max((address for address, text in ops if re.search(r"\bEXIT\b", text)), default=0)
+    loop = None
+    for address, text in ops:
+        target = re.search(r"BRA 0x([0-9a-f]+)", text)
+        if target and address < end and 16 * 16 < address - int(target[1], 16):
+            span = (int(target[1], 16), address)
+            if loop is None or span[1] - span[0] > loop[1] - loop[0]:
+                loop = span
+    if loop is None:
+        return {"loop_instructions": 0, "hot_path_instructions": 0, "hot_path": {}}
+    body = [(address, text) for address, text in ops if loop[0] <= address <= loop[1]]
+    skipped = set()
+    for address, text in body:
+        target = re.search(r"BRA 0x([0-9a-f]+)", text)
+        if target and text.startswith("@") and address < int(target[1], 16) <= loop[1]:
+            block = [a for a, _ in body if address < a < int(target[1], 16)]
+            if len(block) >= 50:
+                skipped.update(block)
+    hot = Counter(re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+                  for address, text in body if address not in skipped)
+    return {"loop_instructions": len(body), "hot_path_instructions": sum(hot.values()),
+            "hot_path": {kind: hot[kind] for kind in LOOP_KINDS}}
 
 
 def main() -> int:
@@ -159,13 +198,16 @@ def main() -> int:
         return 0
     print(f"triton {triton.__version__}, head_dim {args.head_dim}, {args.dtype}")
     print("| arch | tile | warps | stages | precision | keys | loads | listed | registers | spill instr. | shared KiB | LDG "
-          "| LDGSTS | TMA | STS | instr. | tensor core |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| LDGSTS | TMA | STS | instr. | tensor core | loop instr. | common path: instr. "
+          + " ".join(LOOP_KINDS) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        hot = " ".join(str(r["hot_path"].get(kind, 0)) for kind in LOOP_KINDS)
         print(f"| sm_{r['arch']} | {r['tile']} | {r['warps']} | {r['stages']} | {r['precision']} | {r['keys']} | "
               f"{'split' if r['split_loads'] else 'strided'} | {'yes' if r['in_autotune_list'] else ''} | "
               f"{r['registers']} | {r['spill_instructions']} | {r['shared_kib']} | {r['ldg']} | {r['ldgsts']} | {r['tma']} | "
-              f"{r['sts']} | {r['instructions']} | {r['tensor_core']} |"
+              f"{r['sts']} | {r['instructions']} | {r['tensor_core']} | {r['loop_instructions']} | "
+              f"{r['hot_path_instructions']}: {hot} |"
               + (f" setmaxnreg {'/'.join(map(str, r['setmaxnreg']))}" if r["setmaxnreg"] else ""))
     return 0
 
