@@ -177,7 +177,8 @@ def test_compiles_for_hopper_to_fp8_warpgroup_mmas_without_spills():
     """Every listed config, compiled for sm_90 (no GPU needed; in a fresh process, since
     nothing compiles under TRITON_INTERPRET=1): e4m3 warpgroup MMAs (QGMMA), no register
     spills, within Hopper's 227 KiB of shared memory, no 16-bit value widened anywhere (the
-    copies arrive as e4m3) and p narrowed to e4m3 with saturation."""
+    copies arrive as e4m3) and p narrowed to e4m3 with saturation. The loop's common path
+    has no key mask (FSEL) and no accumulator rescale (FMUL): both live in branches."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=900,
                           cwd=ROOT)
@@ -188,6 +189,8 @@ def test_compiles_for_hopper_to_fp8_warpgroup_mmas_without_spills():
         assert r["tensor_core"].startswith("QGMMA") and "HGMMA" not in r["tensor_core"], r
         assert r["spill_instructions"] == 0 and r["shared"] <= 227 * 1024, r
         assert r["widened"] == 0 and r["to_e4m3"] > 0, r
+        assert r["hot_path"]["FSEL"] == 0 and r["hot_path"]["FMUL"] <= 4, r
+        assert r["hot_path_instructions"] < r["loop_instructions"], r
 
 
 @needs_kernel

@@ -6,9 +6,11 @@ of time for sm_90 on any machine to check the shape that Triton warp-specialises
 the H100, see the module).
 """
 import importlib
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +108,35 @@ for ws in (True, False):
     compiled = compile_rotated_copies(128, 128, 4, 2, warp_specialize=ws)
     print(ws, compiled.metadata.num_warps, compiled.metadata.shared)
 """
+
+
+_COMPILE_PLAIN = """
+import json, sys
+sys.path.insert(0, "benchmarks")
+from kernel_sass import sass_stats
+from sama_rt.kernels.anchor_attention import ROTATED_COPIES_CONFIGS
+from sama_rt.kernels.rotated_copies import compile_rotated_copies
+for c in ROTATED_COPIES_CONFIGS:
+    compiled = compile_rotated_copies(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+    print(json.dumps(sass_stats(compiled.asm["cubin"])))
+"""
+
+
+def test_plain_loop_leaves_mask_and_rescale_off_its_common_path():
+    """Compiled for sm_90 (a fresh process: nothing compiles under TRITON_INTERPRET=1), every
+    listed config: no spills, and the loop's common path has neither the key mask (FSEL: only
+    the tail tile masks) nor the accumulator rescale (FMUL: lazy, in a branch); the logit
+    scale rides in the exp2's multiply-add (FFMA)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_PLAIN], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == len(kernel_module.ROTATED_COPIES_CONFIGS)
+    for r in rows:
+        assert r["spill_instructions"] == 0, r
+        assert r["hot_path"]["FSEL"] == 0 and r["hot_path"]["FMUL"] == 0 and r["hot_path"]["FFMA"] > 0, r
+        assert r["hot_path_instructions"] < r["loop_instructions"], r
 
 
 def test_triton_warp_specialises_it_for_hopper():
