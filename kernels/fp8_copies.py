@@ -52,7 +52,13 @@ from .anchor_attention import (
     _to_e4m3,
     value_scales,
 )
-from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, run_over_video_queries, tuned_over
+from .rotated_copies import (
+    _row_descriptors,
+    anchor_rows_and_sum,
+    copies_kernel_signature,
+    run_over_video_queries,
+    tuned_over,
+)
 
 QUANTIZE_BLOCK = 64  # rows per program of the q and v pre-passes (k's programs take FP8_KEY_BLOCK rows)
 # The loop's factor on p, 448 / 2**FP8_RESCALE_SLACK (its maxima are lazily updated):
@@ -159,11 +165,8 @@ def fp8_copies_fwd(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
-    copy_base = pid_bh.to(tl.int64) * (num_keys * HEAD_DIM)
-    q_desc = tl.make_tensor_descriptor(Q8 + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                       block_shape=[BLOCK_M, HEAD_DIM])
-    k_desc = tl.make_tensor_descriptor(K8 + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                       block_shape=[BLOCK_N, HEAD_DIM])
+    q_desc = _row_descriptors(Q8, pid_bh, num_keys, HEAD_DIM, BLOCK_M)
+    k_desc = _row_descriptors(K8, pid_bh, num_keys, HEAD_DIM, BLOCK_N)
     vt_desc = tl.make_tensor_descriptor(VT8 + pid_bh.to(tl.int64) * (HEAD_DIM * keys_pad), shape=[HEAD_DIM, num_keys],
                                         strides=[keys_pad, 1], block_shape=[HEAD_DIM, BLOCK_N])
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -56,6 +56,14 @@ from .anchor_attention import (
 
 
 @triton.jit
+def _row_descriptors(X, pid_bh, num_keys, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """A tensor descriptor of this (batch, head)'s [2N, D] rows of copy X, in tiles of BLOCK
+    rows (the copies are [B * heads, 2N, D], contiguous)."""
+    return tl.make_tensor_descriptor(X + pid_bh.to(tl.int64) * (num_keys * HEAD_DIM), shape=[num_keys, HEAD_DIM],
+                                     strides=[HEAD_DIM, 1], block_shape=[BLOCK, HEAD_DIM])
+
+
+@triton.jit
 def rotated_copies_fwd(
     QR, KR, VR, ANCHOR_SUM,
     stride_ob, stride_ol, stride_oh,
@@ -73,13 +81,9 @@ def rotated_copies_fwd(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_keys = 2 * num_video
-    copy_base = pid_bh.to(tl.int64) * (num_keys * HEAD_DIM)
-    q_desc = tl.make_tensor_descriptor(QR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                       block_shape=[BLOCK_M, HEAD_DIM])
-    k_desc = tl.make_tensor_descriptor(KR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                       block_shape=[BLOCK_N, HEAD_DIM])
-    v_desc = tl.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
-                                       block_shape=[BLOCK_N, HEAD_DIM])
+    q_desc = _row_descriptors(QR, pid_bh, num_keys, HEAD_DIM, BLOCK_M)
+    k_desc = _row_descriptors(KR, pid_bh, num_keys, HEAD_DIM, BLOCK_N)
+    v_desc = _row_descriptors(VR, pid_bh, num_keys, HEAD_DIM, BLOCK_N)
     q = q_desc.load([pid_m * BLOCK_M, 0])
     if ROUND_IN_FP32 and OUT.dtype.element_ty == tl.bfloat16:
         q = q.to(tl.float32)  # exact; see _to_dot_dtype
