@@ -186,11 +186,12 @@ def main() -> int:
     # kernels/gluon_attention.py: the same copies, the softmax overlapped with p.v (not autotuned).
     for fp8, configs in ((False, GLUON_CONFIGS), (True, GLUON_FP8_CONFIGS)):
         for config in configs:
-            m, n, warps, stages = parse_gluon_config(config, fp8)
+            parsed = parse_gluon_config(config, fp8)
             compiled = compile_gluon_attention(config, head_dim=args.head_dim, dtype=args.dtype, fp8=fp8)
-            rows.append({"arch": 90, "tile": f"{m}x{n}", "warps": warps, "stages": stages,
-                         "precision": "fp8" if fp8 else "native", "split_loads": True,
-                         "keys": "q, k, v " + ("quantized copies" if fp8 else "copied") + ", Gluon",
+            rows.append({"arch": 90, "tile": f"{parsed.block_m}x{parsed.block_n}", "warps": parsed.num_warps,
+                         "stages": parsed.stages, "precision": "fp8" if fp8 else "native", "split_loads": True,
+                         "keys": "q, k, v " + ("quantized copies" if fp8 else "copied") + ", Gluon"
+                         + (", lazy rescale" if parsed.lazy_rescale else ""),
                          "in_autotune_list": False, "shared_kib": compiled.metadata.shared // 1024,
                          **sass_stats(compiled.asm["cubin"])})
     if args.json:

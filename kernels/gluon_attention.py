@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -38,7 +39,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .anchor_attention import _LOG2E, FP8_E4M3_MAX, FP8_KEY_BLOCK, _ensure_scratch_allocator
+from .anchor_attention import _LOG2E, FP8_E4M3_MAX, FP8_KEY_BLOCK, RESCALE_SLACK, _ensure_scratch_allocator
 from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotated_copies_inputs
 
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
@@ -46,7 +47,12 @@ from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotate
 # 64x64 w4 (154 registers, 80 KiB: two programs an SM), 128x32 w4 (one warpgroup of 128
 # rows, 234-245), 128x128 w8 (247-248, 160 KiB). 128x64 w4 spills (255 registers, 434-531
 # spill instructions). None has been timed.
-GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3")
+# " lazy": the accumulators rescaled only when a row's maximum has grown by more than
+# RESCALE_SLACK (as the Triton loops do): 128x64 w8 s2's loop then runs 300 instructions on
+# its common path instead of 342 (triton 3.9; 3.6: 295 and 328), 159-164 registers, no
+# spills; kept apart, so that the sweep compares both forms of one config.
+GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2", "128x64 w8 s3", "64x64 w4 s3",
+                 "128x64 w8 s2 lazy", "64x64 w4 s2 lazy")
 # The FP8 form's configs that compile for sm_90 without spills (triton 3.6 and 3.9): 128x64
 # w8 (two warpgroups, 162-168 registers), 64x64 w4 (163-170: two programs an SM), 128x32 w8
 # (128-130), 128x32 w4 (one warpgroup of 128 rows, 236-238: two programs an SM). 128-key
@@ -107,7 +113,8 @@ def gluon_attention_fwd(
     num_heads, num_video, num_anchor, keys_pad,
     OUT,
     QK_SCALE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-    STAGES: gl.constexpr, FP8: gl.constexpr, LOG2_P_SCALE: gl.constexpr, num_warps: gl.constexpr,
+    STAGES: gl.constexpr, FP8: gl.constexpr, LOG2_P_SCALE: gl.constexpr, LAZY_RESCALE: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     """Grid (cdiv(2N, BLOCK_M), B * heads), video queries only. Native: QR, KR, VR the copies
     of `rotated_copies_fwd` (the scales None, keys_pad unused). FP8: the e4m3 copies and scales
@@ -200,7 +207,13 @@ def gluon_attention_fwd(
         s = warpgroup_mma_wait(1, deps=(s, ))
         s = _masked_logits(s, tile, num_keys, BLOCK_N, s_layout)
         row_scale = _row_scale(q_scale, k_scales, tile, BLOCK_N, FP8)
-        m_new = gl.maximum(m_i, gl.max(s, 1) * row_scale)
+        m_tile = gl.max(s, 1) * row_scale
+        m_new = gl.maximum(m_i, m_tile)
+        if LAZY_RESCALE:
+            # The reference maximum moves only when some row's has grown by more than
+            # RESCALE_SLACK (see _lazy_softmax_step); then acc is rescaled, after its p.v.
+            moved = gl.max(m_tile - m_i, 0) > RESCALE_SLACK
+            m_new = gl.where(moved, m_new, m_i)
         p = gl.exp2(s * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
         alpha = gl.exp2(m_i - m_new)
         l_i = l_i * alpha + gl.sum(p, 1)
@@ -209,7 +222,11 @@ def gluon_attention_fwd(
         # warpgroup: one thread issues the refill, and with two warpgroups the other may still
         # be reading the slot.
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        if LAZY_RESCALE:
+            if moved:
+                acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        else:
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         _cta_barrier()
         _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES,
                    FP8)
@@ -266,11 +283,9 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    block_m, block_n, num_warps, stages = parse_gluon_config(config, fp8)
+    parsed = parse_gluon_config(config, fp8)
     fn = gluon_attention_fwd
-    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                      STAGES=stages, FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX if fp8 else 0.0,
-                      num_warps=num_warps)
+    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8))
     copies = "fp8e4nv" if fp8 else dtype
     pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
     if fp8:
@@ -279,22 +294,36 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
         constexprs.update(Q_SCALE=None, K_SCALE=None, V_SCALE=None)
     signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
     return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+                          target=GPUTarget("cuda", arch, 32), options={"num_warps": parsed.num_warps})
 
 
-def parse_gluon_config(name: str, fp8: bool = False) -> tuple[int, int, int, int]:
-    """(block_m, block_n, num_warps, stages) of a config name such as "128x64 w8 s2"; fp8:
-    key tiles must divide FP8_KEY_BLOCK (one key scale a tile) and reduce over >= 32 keys."""
-    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)", name.strip())
+@dataclass(frozen=True)
+class GluonConfig:
+    """One configuration of the kernel, named "128x64 w8 s2" (+ " lazy": rescale lazily)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    stages: int
+    lazy_rescale: bool = False
+
+
+def parse_gluon_config(name: str, fp8: bool = False) -> GluonConfig:
+    """The config a name such as "128x64 w8 s2" or "128x64 w8 s2 lazy" gives; fp8: key tiles
+    must divide FP8_KEY_BLOCK (one key scale a tile) and reduce over >= 32 keys, and the
+    rescale is eager (p must stay within e4m3's range)."""
+    match = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)( lazy)?", name.strip())
     if match is None:
         raise ValueError(f"not a Gluon attention config: {name!r} (expected e.g. '128x64 w8 s2')")
-    block_m, block_n, num_warps, stages = (int(g) for g in match.groups())
-    if num_warps % 4 or block_m % (16 * num_warps):
+    config = GluonConfig(*(int(g) for g in match.groups()[:4]), lazy_rescale=bool(match[5]))
+    if config.num_warps % 4 or config.block_m % (16 * config.num_warps):
         raise ValueError(f"{name!r}: warpgroups of 4 warps, each warp 16 query rows or a multiple (block_m a "
                          f"multiple of 16 * num_warps)")
-    if fp8 and (block_n < 32 or FP8_KEY_BLOCK.value % block_n):
+    if fp8 and (config.block_n < 32 or FP8_KEY_BLOCK.value % config.block_n):
         raise ValueError(f"{name!r}: the FP8 kernel's key tile must be 32, 64 or 128 keys")
-    return block_m, block_n, num_warps, stages
+    if fp8 and config.lazy_rescale:
+        raise ValueError(f"{name!r}: the FP8 form rescales at every tile (its p must stay within e4m3's 448)")
+    return config
 
 
 def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, config: str | None = None,
@@ -304,7 +333,7 @@ def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, con
     as for `launch_rotated_copies`). fp8: over the e4m3 copies of kernels/fp8_copies.py.
     Returns [B, L, heads, head_dim] in v's dtype."""
     config = config or (GLUON_FP8_CONFIGS if fp8 else GLUON_CONFIGS)[0]
-    block_m, block_n, num_warps, stages = parse_gluon_config(config, fp8)
+    parsed = parse_gluon_config(config, fp8)
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the Gluon kernel takes 16-bit inputs (fp16 or bf16), got {q.dtype}")
     batch, _, num_heads, head_dim = q.shape
@@ -318,10 +347,17 @@ def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, con
     else:
         out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
         scales, keys_pad = (None, None, None), 2 * num_video
-    grid = (triton.cdiv(2 * num_video, block_m), batch * num_heads)
+    grid = (triton.cdiv(2 * num_video, parsed.block_m), batch * num_heads)
     gluon_attention_fwd[grid](
         *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
-        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
-        FP8=fp8, LOG2_P_SCALE=_LOG2_E4M3_MAX if fp8 else 0.0, num_warps=num_warps,
+        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8),
     )
     return out
+
+
+def _meta(config: GluonConfig, fp8: bool) -> dict:
+    """The kernel's meta-parameters for `config`, native or fp8 (the part shared by the
+    launcher and the ahead-of-time compile)."""
+    return dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, STAGES=config.stages, FP8=fp8,
+                LOG2_P_SCALE=_LOG2_E4M3_MAX if fp8 else 0.0, LAZY_RESCALE=config.lazy_rescale,
+                num_warps=config.num_warps)

@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from sama_rt.kernels import anchor_attention_ref
-from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, GLUON_FP8_CONFIGS, launch_gluon_attention, parse_gluon_config
+from sama_rt.kernels.gluon_attention import (
+    GLUON_CONFIGS,
+    GLUON_FP8_CONFIGS,
+    GluonConfig,
+    launch_gluon_attention,
+    parse_gluon_config,
+)
 
 from .test_anchor_attention import ATOL, _explicit_attention, _inputs
 
@@ -29,7 +35,8 @@ import json, re, sys
 sys.path.insert(0, "benchmarks")
 from kernel_sass import sass_stats
 from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, GLUON_FP8_CONFIGS, compile_gluon_attention
-for fp8, configs in ((False, GLUON_CONFIGS[:2]), (True, GLUON_FP8_CONFIGS)):
+lazy = tuple(c for c in GLUON_CONFIGS if c.endswith(" lazy"))
+for fp8, configs in ((False, GLUON_CONFIGS[:2] + lazy), (True, GLUON_FP8_CONFIGS)):
     for config in configs:
         compiled = compile_gluon_attention(config, fp8=fp8)
         waits = re.findall(r"wgmma.wait_group.sync.aligned\\s+(\\d+)", compiled.asm["ptx"])
@@ -44,21 +51,28 @@ def test_compiles_for_hopper_with_the_softmax_overlapped():
     shared memory, and a wait that leaves one MMA group in flight (the loop waits for the
     q.k alone and runs its softmax while the p.v computes); the other waits are the first
     tile's, the loop's end and the last p.v (in whatever order the compiler lays the loop's
-    blocks out in the text). The FP8 form's configs alike, with e4m3 MMAs (QGMMA)."""
+    blocks out in the text). The FP8 form's configs alike, with e4m3 MMAs (QGMMA). The
+    " lazy" configs keep the accumulators' rescale in a branch off the common path."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=900,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r["config"] for r in rows] == list(GLUON_CONFIGS[:2]) + list(GLUON_FP8_CONFIGS)
+    lazy = [c for c in GLUON_CONFIGS if c.endswith(" lazy")]
+    assert lazy and [r["config"] for r in rows] == list(GLUON_CONFIGS[:2]) + lazy + list(GLUON_FP8_CONFIGS)
     for r in rows:
         assert r["tensor_core"].startswith("QGMMA" if r["fp8"] else "HGMMA"), r
         assert r["spill_instructions"] == 0 and r["shared"] <= 227 * 1024, r
         assert sorted(r["waits"]) == ["0", "0", "0", "1"], r
+        # the accumulators' rescale off the loop's common path only where it is lazy
+        assert (r["hot_path"]["FMUL"] <= 4) == r["config"].endswith(" lazy"), r
 
 
 def test_config_names():
-    assert parse_gluon_config("128x64 w8 s2") == (128, 64, 8, 2)
+    assert parse_gluon_config("128x64 w8 s2") == GluonConfig(128, 64, 8, 2, lazy_rescale=False)
+    assert parse_gluon_config("128x64 w8 s2 lazy") == GluonConfig(128, 64, 8, 2, lazy_rescale=True)
+    with pytest.raises(ValueError, match="rescales at every tile"):
+        parse_gluon_config("128x64 w8 s2 lazy", fp8=True)
     for config in GLUON_CONFIGS:
         parse_gluon_config(config)
     with pytest.raises(ValueError, match="not a Gluon attention config"):
@@ -88,6 +102,22 @@ def test_matches_the_reference(config, frames, height, width, num_anchor, batch,
     torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
     assert got.shape == q.shape and got.dtype == dtype
     assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
+
+
+@on_hopper
+@pytest.mark.parametrize("config", [c for c in GLUON_CONFIGS if c.endswith(" lazy")])
+def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
+    """Keys whose magnitude grows along the sequence make the rows' maxima grow past the
+    slack again and again (the rescale branch taken late) and by less in between: the
+    tolerance rule still holds (as for the Triton loops, tests/kernels/test_rotated_copies.py)."""
+    q, k, v, cos, sin = _inputs(3, 9, 10, 3, 1, 2, 128, torch.bfloat16, seed=23)
+    ramp = torch.linspace(0.2, 4.0, k.shape[1], device=k.device)[None, :, None, None]
+    k, q = (k.float() * ramp).bfloat16(), (q.float() * 2).bfloat16()
+    q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
+    got = launch_gluon_attention(q, k, v, cos, sin, 3, 128**-0.5, config)
+    want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, 3)
+    torch_err = (_explicit_attention(q, k, v, cos, sin, 3).float() - want).abs().max().item()
+    assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[torch.bfloat16]
 
 
 @on_hopper
