@@ -26,6 +26,10 @@ holds that loop alone over rotated copies of q and k and a copy of v (`keys="cop
 its configs end in " copies"); kernels/fp8_copies.py the same loop over e4m3 copies
 (`precision="fp8", keys="copies"`).
 
+Every native loop keeps its online softmax relative to a reference maximum that moves (and
+rescales the accumulators) only when some row's maximum has grown past it by a slack
+(`_lazy_softmax_step`), so that most tiles skip the multiply of every accumulator.
+
 Layout of this file: the Triton kernel, its launcher, the plain-torch reference
 `anchor_attention_ref` (the CPU path and the oracle), and the `sama_rt::anchor_attention`
 torch op that `anchor_attention` calls so that torch.compile / export see one opaque op.
@@ -332,9 +336,9 @@ def _descaled_softmax_step(qk, row_scale, acc, l_i, m_i, LOG2_P_SCALE: tl.conste
     """The online softmax over one tile of raw logits: its weights p, and the state (acc,
     l_i, m) rescaled to the new running maximum. The logits in log2 units are qk * row_scale
     (row_scale [BLOCK_M], positive), and p comes out times 2**LOG2_P_SCALE (as does l_i, so
-    their ratio is unchanged). The scale and the max meet in one multiply-add per logit instead of a
-    multiply and a subtract: max(qk * s) = max(qk) * s for s > 0, so the maximum is taken of
-    the raw tile and scaled once per row."""
+    their ratio is unchanged). The scale and the max meet in one multiply-add per logit
+    instead of a multiply and a subtract: max(qk * s) = max(qk) * s for s > 0, so the maximum
+    is taken of the raw tile and scaled once per row."""
     m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)
     p = tl.exp2(qk * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
     alpha = tl.exp2(m_i - m_new)

@@ -60,12 +60,12 @@ GLUON_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x32 w4 s2", "128x128 w8 s2",
 # Triton FP8 loop's, and so does 128x64 w4 (170-374). None has been timed.
 GLUON_FP8_CONFIGS = ("128x64 w8 s2", "64x64 w4 s2", "128x64 w8 s3", "64x64 w4 s3", "128x32 w8 s2", "128x32 w4 s2")
 
+# The FP8 form produces 448 p inside its exp2 (it rescales at every tile: p <= 1).
+_LOG2_E4M3_MAX = math.log2(448.0)
+
 # The TMA load is `async_copy_global_to_shared` in Triton 3.6 (the GPU machines') and
 # `async_load` in later versions (3.9 here, where the old name raises); same arguments. The
 # CTA-wide barrier is `thread_barrier` in 3.6 and `barrier` in 3.9.
-# The FP8 form produces 448 p inside its exp2 (its maxima are always current: p <= 1).
-_LOG2_E4M3_MAX = math.log2(448.0)
-
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
