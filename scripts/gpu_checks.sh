@@ -16,12 +16,12 @@
 # docs/BENCHMARKS.md: core leads with what is new or not yet measured.)
 #   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
 #                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
-#                                      # compiled tests, the 14B step with the Gluon kernel
-#                                      # and with the FP8 copies kernel (each if it passed
-#                                      # the sweep), with SDPA, with the rotated-copies
-#                                      # kernel, the rotated-copies variants (VARIANT_FILTER),
-#                                      # the step with the Triton kernel (what does not fit
-#                                      # DEADLINE_S is skipped). SWEEP_FILTER=
+#                                      # compiled tests, the 14B step with SDPA (the baseline
+#                                      # first), with the Gluon kernel and with the FP8 copies
+#                                      # kernel (each if it passed the sweep), with the
+#                                      # rotated-copies kernel, the rotated-copies variants
+#                                      # (VARIANT_FILTER), the step with the Triton kernel
+#                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
 #                                      # '^gluon|^fp8 copies|^copies: 128x64 w4 s2|^sdpa: default'
 #                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
@@ -136,7 +136,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests gluon49 fp8copies49 sdpa49 copies49 variants step49"
+GROUP[kernel]="setup sweep tests sdpa49 gluon49 fp8copies49 copies49 variants step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()
