@@ -23,7 +23,8 @@
 #                                      # (VARIANT_FILTER), the step with the Triton kernel
 #                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
 #                                      # '^gluon|^fp8 copies|^copies: 128x64 w4 s2|^sdpa: default'
-#                                      # VARIANT_FILTER='(128x32|64x64|256x64).* plain'
+#                                      # SWEEP_SHAPES=49f
+#                                      # VARIANT_FILTER='(128x32|64x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
