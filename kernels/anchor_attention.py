@@ -783,7 +783,7 @@ ROTATED_COPIES_CONFIGS = (
 # Chosen from the compiled sm_90 code (benchmarks/kernel_sass.py, D=128; Triton 3.6 and 3.9
 # alike): these compile to QGMMA without spills. 64x128 w4 (170 registers, 72-104 KiB) lets
 # two programs share an SM, whose warpgroups then overlap one's softmax with the other's
-# dots; 128x128 w8 (174-183 registers) runs one program of two warpgroups an SM. Spilling,
+# dots; 128x128 w8 (177-189 registers) runs one program of two warpgroups an SM. Spilling,
 # so not listed: 128x128 w4 (574 spill instructions), 256x128 w8 (574). Not yet timed on a GPU.
 FP8_COPIES_CONFIGS = (
     _config(128, 128, 8, 2, split_loads=True, flat_keys=True, tma_keys=True, rotated_copies=True),
