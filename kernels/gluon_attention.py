@@ -43,10 +43,11 @@ from .anchor_attention import _LOG2E, FP8_E4M3_MAX, FP8_KEY_BLOCK, RESCALE_SLACK
 from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotated_copies_inputs
 
 # Configs that compile for sm_90 without spills (triton 3.6 and 3.9, head_dim 128, bf16), as
-# "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 155 registers),
-# 64x64 w4 (154 registers, 80 KiB: two programs an SM), 128x32 w4 (one warpgroup of 128
-# rows, 234-245), 128x128 w8 (247-248, 160 KiB). 128x64 w4 spills (255 registers, 434-531
-# spill instructions). None has been timed.
+# "BLOCK_MxBLOCK_N wWARPS sSTAGES": 128x64 w8 (two warpgroups of 64 rows, 158-160 registers),
+# 64x64 w4 (158-160 registers, 80 KiB: two programs an SM), 128x32 w4 (one warpgroup of 128
+# rows, 235-248), 128x128 w8 (237-239, 160 KiB). 128x64 w4 spills (255 registers, 434-531
+# spill instructions, as measured before the key mask moved to the tail tile). None has
+# been timed.
 # " lazy": the accumulators rescaled only when a row's maximum has grown by more than
 # RESCALE_SLACK (as the Triton loops do): 128x64 w8 s2's loop then runs 300 instructions on
 # its common path instead of 342 (triton 3.9; 3.6: 295 and 328), 159-164 registers, no
