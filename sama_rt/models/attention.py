@@ -60,6 +60,13 @@ class AttentionBackend(Choice):
                         AttentionBackend.TRITON_GLUON)
 
     @property
+    def least_head_dim(self) -> int:
+        """The smallest head_dim of the kernels over copies (which also need a power of two):
+        16, or 32 for e4m3 dots; 0 for the others (any even head_dim)."""
+        return {AttentionBackend.TRITON_COPIES: 16, AttentionBackend.TRITON_GLUON: 16,
+                AttentionBackend.TRITON_FP8_COPIES: 32}.get(self, 0)
+
+    @property
     def is_fp8(self) -> bool:
         return self in (AttentionBackend.TRITON_FP8, AttentionBackend.TRITON_FP8_COPIES)
 
@@ -110,6 +117,10 @@ def select_attention_backend(
     backend = AttentionBackend.parse(requested, also_valid=("auto",))
     if backend.uses_triton:
         ok, why = triton_available()
+        least = backend.least_head_dim
+        if ok and least and (head_dim < least or head_dim & (head_dim - 1)):
+            ok, why = False, (f"its copies are read by tensor descriptors, which need a power-of-two head_dim >= "
+                              f"{least} (this model's is {head_dim})")
         if ok and backend is AttentionBackend.TRITON_GLUON and device.type != "cuda":
             ok, why = False, "the Gluon kernel runs only compiled, on a Hopper GPU (Gluon has no interpreter)"
         if ok and device.type == "cuda":

@@ -71,6 +71,19 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
 
 
+def test_copies_backends_refuse_a_head_dim_their_descriptors_cannot_take():
+    """The kernels over copies read them by tensor descriptors (power-of-two rows): a model
+    with head_dim 48 is refused when the backend is chosen, with the reason, instead of
+    failing inside the first step; 128 (the real model) is accepted."""
+    for name, least in (("triton-copies", 16), ("triton-fp8-copies", 32), ("triton-gluon", 16)):
+        with pytest.raises(RuntimeError, match=f"cannot run here: .*power-of-two head_dim >= {least} .*is 48"):
+            select_attention_backend(name, "cpu", 48, torch.float32)
+    if not torch.cuda.is_available():  # the interpreter runs the Triton forms at 128
+        assert select_attention_backend("triton-fp8-copies", "cpu", 128) is AttentionBackend.TRITON_FP8_COPIES
+        assert select_attention_backend("triton-copies", "cpu", 128) is AttentionBackend.TRITON_COPIES
+        assert select_attention_backend("triton-fp8", "cpu", 48) is AttentionBackend.TRITON_FP8  # any even head_dim
+
+
 def test_gluon_backend_needs_a_hopper_gpu():
     """Gluon kernels have no interpreter: off CUDA the backend is refused when chosen, with the
     reason, rather than failing inside the first denoising step."""
