@@ -218,6 +218,7 @@ def fp8_copies(q, k, v, cos, sin, num_anchor: int, scale: float):
         quantize_rotated_fwd[(triton.cdiv(num_keys, block), heads)](
             x, cos, sin, x8, x_scale, x.stride(0), x.stride(1), x.stride(2), num_heads, num_video, num_anchor,
             MULTIPLIER=multiplier, HEAD_DIM=head_dim, BLOCK=block, ROW_SCALES=x is q, ROUND_IN_FP32=_INTERPRETED,
+            num_warps=8,  # sm_90, D=128: k's 128-row blocks spill with 4 warps (81-243 spill instructions), not 8
         )
     v_scale = value_scales(v, num_video, num_anchor)
     quantize_values_fwd[(triton.cdiv(num_keys, QUANTIZE_BLOCK), heads)](
