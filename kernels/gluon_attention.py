@@ -16,8 +16,9 @@ in the tile that reaches past them, and folds the anchor keys in as one key of l
 numerically the same as the rotated-copies kernel, up to the order of the additions. With
 FP8 it reads the e4m3 copies and scales of kernels/fp8_copies.py instead (v transposed, so
 that p.v's second operand is K-major, as e4m3 warpgroup MMAs need), and computes what
-`fp8_copies_fwd` computes: p taken as 448 p into e4m3, the 448 and v's scales divided out in
-the epilogue (`anchor_attention(..., precision="fp8", keys="copies", language="gluon")`).
+`fp8_copies_fwd` computes, rescaling at every tile: p taken as 448 p into e4m3 (the Triton
+loop takes 224 p against a lazily moved maximum), the 448 and v's scales divided out in the
+epilogue (`anchor_attention(..., precision="fp8", keys="copies", language="gluon")`).
 
 NOT YET RUN ON A GPU. It compiles for sm_90 here (tests/kernels/test_gluon_attention.py checks
 the compiled code for the overlap), but Gluon has no interpreter, so its numbers are checked
