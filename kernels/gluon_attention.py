@@ -173,8 +173,6 @@ def gluon_attention_fwd(
     for i in gl.static_range(STAGES):
         _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, num_tiles, BLOCK_N, STAGES, FP8)
 
-    # Logits in log2 units are s * row_scale: the scale goes into the exp2's multiply-add, and
-    # the max is taken of the raw tile (row scales are positive), as in _descaled_softmax_step.
     rows_s = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
     if FP8:
         q_scale = gl.load(Q_SCALE + pid_bh.to(gl.int64) * num_keys + rows_s, mask=rows_s < num_keys, other=1.0)
@@ -189,11 +187,7 @@ def gluon_attention_fwd(
     mbarrier.wait(k_bars.index(0), 0)
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s, ))
-    s = _masked_logits(s, 0, num_keys, BLOCK_N, s_layout)
-    row_scale = _row_scale(q_scale, k_scales, 0, BLOCK_N, FP8)
-    m_i = gl.max(s, 1) * row_scale
-    p = gl.exp2(s * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
-    l_i = gl.sum(p, 1)
+    p, m_i, l_i = _first_softmax_tile(s, num_keys, q_scale, k_scales, BLOCK_N, FP8, LOG2_P_SCALE, s_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
 
     for tile in range(1, num_tiles):
@@ -207,28 +201,13 @@ def gluon_attention_fwd(
                             is_async=True)
         # Wait for the q.k only: its softmax runs while the p.v is still on the tensor cores.
         s = warpgroup_mma_wait(1, deps=(s, ))
-        s = _masked_logits(s, tile, num_keys, BLOCK_N, s_layout)
-        row_scale = _row_scale(q_scale, k_scales, tile, BLOCK_N, FP8)
-        m_tile = gl.max(s, 1) * row_scale
-        m_new = gl.maximum(m_i, m_tile)
-        if LAZY_RESCALE:
-            # The reference maximum moves only when some row's has grown by more than
-            # RESCALE_SLACK (see _lazy_softmax_step); then acc is rescaled, after its p.v.
-            moved = gl.max(m_tile - m_i, 0) > RESCALE_SLACK
-            m_new = gl.where(moved, m_new, m_i)
-        p = gl.exp2(s * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, 1)
-        m_i = m_new
+        p, m_i, l_i, alpha, moved = _softmax_tile(s, m_i, l_i, tile, num_keys, q_scale, k_scales, BLOCK_N, FP8,
+                                                  LOG2_P_SCALE, LAZY_RESCALE, s_layout)
         # The p.v must be done before acc is rescaled and before its slot is refilled, in every
         # warpgroup: one thread issues the refill, and with two warpgroups the other may still
         # be reading the slot.
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        if LAZY_RESCALE:
-            if moved:
-                acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        else:
-            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        acc = _rescaled(acc, alpha, moved, LAZY_RESCALE, o_layout)
         _cta_barrier()
         _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, tile - 1 + STAGES, num_tiles, BLOCK_N, STAGES,
                    FP8)
@@ -243,6 +222,64 @@ def gluon_attention_fwd(
         mbarrier.invalidate(k_bars.index(i))
         mbarrier.invalidate(v_bars.index(i))
 
+    _store_video_rows(acc, m_i, l_i, pid_m * BLOCK_M, pid_bh, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol,
+                      stride_oh, num_heads, num_video, num_anchor, BLOCK_M, HEAD_DIM, FP8, o_layout)
+
+
+@gluon.jit
+def _first_softmax_tile(s, num_keys, q_scale, k_scales, BLOCK_N: gl.constexpr, FP8: gl.constexpr,
+                        LOG2_P_SCALE: gl.constexpr, s_layout: gl.constexpr):
+    """(p, m, l) of the first key tile's raw q.k `s`: logits in log2 units are s * row_scale,
+    so the scale goes into the exp2's multiply-add and the max is taken of the raw tile (row
+    scales are positive), as in _descaled_softmax_step; p comes times 2**LOG2_P_SCALE."""
+    s = _masked_logits(s, 0, num_keys, BLOCK_N, s_layout)
+    row_scale = _row_scale(q_scale, k_scales, 0, BLOCK_N, FP8)
+    m_i = gl.max(s, 1) * row_scale
+    p = gl.exp2(s * row_scale[:, None] - (m_i - LOG2_P_SCALE)[:, None])
+    return p, m_i, gl.sum(p, 1)
+
+
+@gluon.jit
+def _softmax_tile(s, m_i, l_i, tile, num_keys, q_scale, k_scales, BLOCK_N: gl.constexpr, FP8: gl.constexpr,
+                  LOG2_P_SCALE: gl.constexpr, LAZY_RESCALE: gl.constexpr, s_layout: gl.constexpr):
+    """(p, m, l, alpha, moved) of key tile `tile` after the running (m_i, l_i): the online
+    softmax step of _first_softmax_tile's form. alpha rescales the accumulators, which is due
+    only where `moved` (always without LAZY_RESCALE: then moved is a constant True)."""
+    s = _masked_logits(s, tile, num_keys, BLOCK_N, s_layout)
+    row_scale = _row_scale(q_scale, k_scales, tile, BLOCK_N, FP8)
+    m_tile = gl.max(s, 1) * row_scale
+    m_new = gl.maximum(m_i, m_tile)
+    moved = True
+    if LAZY_RESCALE:
+        # The reference maximum moves only when some row's has grown by more than
+        # RESCALE_SLACK (see _lazy_softmax_step); then acc is rescaled, after its p.v.
+        moved = gl.max(m_tile - m_i, 0) > RESCALE_SLACK
+        m_new = gl.where(moved, m_new, m_i)
+    p = gl.exp2(s * row_scale[:, None] - (m_new - LOG2_P_SCALE)[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    return p, m_new, l_i * alpha + gl.sum(p, 1), alpha, moved
+
+
+@gluon.jit
+def _rescaled(acc, alpha, moved, LAZY_RESCALE: gl.constexpr, o_layout: gl.constexpr):
+    """acc times alpha row by row: in a branch taken only where `moved` with LAZY_RESCALE
+    (off the loop's common path), at every tile without."""
+    if LAZY_RESCALE:
+        if moved:
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    else:
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return acc
+
+
+@gluon.jit
+def _store_video_rows(acc, m_i, l_i, row0, pid_bh, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol, stride_oh,
+                      num_heads, num_video, num_anchor, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      FP8: gl.constexpr, o_layout: gl.constexpr):
+    """The epilogue: the BLOCK_M video query rows from row0 (of the 2N) of (batch, head)
+    pid_bh, their p.v sums `acc` and running (m_i, l_i) finished with the anchor keys and
+    written to OUT [B, L, heads, D] (target rows past the anchors)."""
+    num_keys = 2 * num_video
     row_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
     dim = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     m_o = gl.convert_layout(m_i, row_layout)
@@ -261,11 +298,12 @@ def gluon_attention_fwd(
     acc = acc * alpha[:, None] + anchor_weight[:, None] * anchor_sum[None, :]
     out = acc / (l_o * alpha + anchor_weight * num_anchor)[:, None]
 
-    rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_layout)  # source rows, then target past the anchors
+    rows = row0 + gl.arange(0, BLOCK_M, layout=row_layout)  # source rows, then target past the anchors
     physical = gl.where(rows < num_video, rows, rows + num_anchor)
     o_base = (pid_bh // num_heads).to(gl.int64) * stride_ob + (pid_bh % num_heads) * stride_oh
     gl.store(OUT + o_base + physical[:, None] * stride_ol + dim[None, :], out.to(OUT.dtype.element_ty),
              mask=(rows < num_keys)[:, None])
+
 
 
 @gluon.jit
