@@ -92,12 +92,21 @@ def _keys_label(spec: KernelSpec) -> str:
     return "once, flat, tma" if spec.tma_keys else "once, flat" if spec.flat_keys else "once"
 
 
-def sass_stats(cubin: bytes) -> dict:
+def _cuobjdump(cubin: bytes, flag: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        usage = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([str(CUOBJDUMP), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([str(CUOBJDUMP), flag, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def sass_text(cubin: bytes) -> str:
+    """The cubin's SASS, as cuobjdump prints it."""
+    return _cuobjdump(cubin, "-sass")
+
+
+def sass_stats(cubin: bytes) -> dict:
+    usage = _cuobjdump(cubin, "-res-usage")
+    sass = sass_text(cubin)
     names = re.findall(r"/\*[0-9a-f]{4}\*/\s+([A-Z][A-Z0-9_.]*)", sass)
     ops = Counter(op.split(".")[0] for op in names)
     # Which tensor-core instructions the dots became: HGMMA / QGMMA are Hopper's warpgroup
@@ -136,6 +145,11 @@ def main_loop_stats(sass: str) -> dict:
                 loop = span
     if loop is None:
         return {"loop_instructions": 0, "hot_path_instructions": 0, "hot_path": {}}
+    return _span_stats(ops, loop)
+
+
+def _span_stats(ops: list[tuple[int, str]], loop: tuple[int, int]) -> dict:
+    """main_loop_stats' counts for the loop spanning the addresses `loop` (first, last)."""
     body = [(address, text) for address, text in ops if loop[0] <= address <= loop[1]]
     skipped = set()
     for address, text in body:
@@ -147,7 +161,26 @@ def main_loop_stats(sass: str) -> dict:
     hot = Counter(re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
                   for address, text in body if address not in skipped)
     return {"loop_instructions": len(body), "hot_path_instructions": sum(hot.values()),
-            "hot_path": {kind: hot[kind] for kind in LOOP_KINDS}}
+            "hot_path": {kind: hot[kind] for kind in LOOP_KINDS + ("STL", "LDL", "BAR")}}
+
+
+def mma_loops(sass: str) -> list[dict]:
+    """`_span_stats` of every innermost loop with tensor-core instructions, in address order:
+    a warp-specialised kernel's consumer loops (one a partition), wherever the compiler put
+    them (its partitions sit in a dispatch loop, so they are not the largest span)."""
+    ops = [(int(address, 16), text.strip()) for address, text in re.findall(r"/\*([0-9a-f]{4,5})\*/\s+([^;]*);", sass)]
+    # Barrier-wait stubs sit after the last EXIT and branch back into the code: not loops.
+    end = max((address for address, text in ops if re.search(r"\bEXIT\b", text)), default=0)
+    spans = set()
+    for address, text in ops:
+        target = re.search(r"BRA (?:`\(.*?\) )?0x([0-9a-f]+)", text)
+        if target and int(target[1], 16) < address < end:
+            spans.add((int(target[1], 16), address))
+    with_mma = [span for span in spans
+                if any(span[0] <= a <= span[1] and re.search(r"\b[HQ]GMMA\b", t) for a, t in ops)]
+    innermost = [span for span in with_mma
+                 if not any(other != span and span[0] <= other[0] and other[1] <= span[1] for other in with_mma)]
+    return [_span_stats(ops, span) for span in sorted(innermost)]
 
 
 def main() -> int:

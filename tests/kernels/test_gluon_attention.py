@@ -85,28 +85,32 @@ def test_config_names():
         parse_gluon_config("128x16 w8 s2", fp8=True)  # e4m3 products reduce over >= 32 keys
 
 
-@on_hopper
-@pytest.mark.parametrize("config", GLUON_CONFIGS)
-@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", [
+# The cases and checks of the GPU tests, shared with tests/kernels/test_gluon_ws_attention.py
+# (the warp-specialised form): each takes the kernel's launcher.
+REFERENCE_CASES = [
     pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
     pytest.param(2, 6, 8, 0, 2, 1, torch.bfloat16, id="N96-A0-B2-bf16"),  # full tiles, no anchors
     pytest.param(3, 9, 10, 1, 1, 2, torch.float16, id="N270-A1-fp16"),  # several tiles of every config
-])
-def test_matches_the_reference(config, frames, height, width, num_anchor, batch, heads, dtype):
+]
+FP8_CASES = [
+    pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
+    pytest.param(3, 9, 10, 1, 2, 1, torch.float16, id="N270-A1-B2-fp16"),  # several tiles and key scales
+]
+
+
+def check_matches_the_reference(launch, config, frames, height, width, num_anchor, batch, heads, dtype):
     """The tolerance rule of the other kernel tests: error vs the float32 reference within twice
     torch's in the same dtype, plus a small atol."""
     q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, 128, dtype, seed=21)
     q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
-    got = launch_gluon_attention(q, k, v, cos, sin, num_anchor, 128**-0.5, config)
+    got = launch(q, k, v, cos, sin, num_anchor, 128**-0.5, config)
     want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
     torch_err = (_explicit_attention(q, k, v, cos, sin, num_anchor).float() - want).abs().max().item()
     assert got.shape == q.shape and got.dtype == dtype
     assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[dtype]
 
 
-@on_hopper
-@pytest.mark.parametrize("config", [c for c in GLUON_CONFIGS if c.endswith(" lazy")])
-def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
+def check_lazy_rescaling_follows_maxima_that_keep_growing(launch, config):
     """Keys whose magnitude grows along the sequence make the rows' maxima grow past the
     slack again and again (the rescale branch taken late) and by less in between: the
     tolerance rule still holds (as for the Triton loops, tests/kernels/test_rotated_copies.py)."""
@@ -114,19 +118,13 @@ def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
     ramp = torch.linspace(0.2, 4.0, k.shape[1], device=k.device)[None, :, None, None]
     k, q = (k.float() * ramp).bfloat16(), (q.float() * 2).bfloat16()
     q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
-    got = launch_gluon_attention(q, k, v, cos, sin, 3, 128**-0.5, config)
+    got = launch(q, k, v, cos, sin, 3, 128**-0.5, config)
     want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, 3)
     torch_err = (_explicit_attention(q, k, v, cos, sin, 3).float() - want).abs().max().item()
     assert (got.float() - want).abs().max().item() <= 2 * torch_err + ATOL[torch.bfloat16]
 
 
-@on_hopper
-@pytest.mark.parametrize("config", GLUON_FP8_CONFIGS)
-@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", [
-    pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
-    pytest.param(3, 9, 10, 1, 2, 1, torch.float16, id="N270-A1-B2-fp16"),  # several tiles and key scales
-])
-def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anchor, batch, heads, dtype):
+def check_fp8_matches_the_triton_fp8_loop(launch, config, frames, height, width, num_anchor, batch, heads, dtype):
     """The FP8 form: within the e4m3 bound of the other FP8 tests (2**-4 max|v|), and the same
     quantized operands as kernels/fp8_copies.py's Triton loop, so within a quarter of that
     bound of its output: the two differ only in summation order, and so in which way some p
@@ -135,13 +133,35 @@ def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anch
 
     q, k, v, cos, sin = _inputs(frames, height, width, num_anchor, batch, heads, 128, dtype, seed=22)
     q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
-    got = launch_gluon_attention(q, k, v, cos, sin, num_anchor, 128**-0.5, config, fp8=True)
+    got = launch(q, k, v, cos, sin, num_anchor, 128**-0.5, config, fp8=True)
     want = anchor_attention_ref(q.float(), k.float(), v.float(), cos, sin, num_anchor)
     bound = 2**-4 * v.abs().max().item()
     assert got.shape == q.shape and got.dtype == dtype
     assert (got.float() - want).abs().max().item() <= bound
     triton_fp8 = anchor_attention(q, k, v, cos, sin, num_anchor, precision="fp8", keys="copies")
     assert (got.float() - triton_fp8.float()).abs().max().item() <= bound / 4
+
+
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", REFERENCE_CASES)
+def test_matches_the_reference(config, frames, height, width, num_anchor, batch, heads, dtype):
+    check_matches_the_reference(launch_gluon_attention, config, frames, height, width, num_anchor, batch, heads,
+                                dtype)
+
+
+@on_hopper
+@pytest.mark.parametrize("config", [c for c in GLUON_CONFIGS if c.endswith(" lazy")])
+def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
+    check_lazy_rescaling_follows_maxima_that_keep_growing(launch_gluon_attention, config)
+
+
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_FP8_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", FP8_CASES)
+def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anchor, batch, heads, dtype):
+    check_fp8_matches_the_triton_fp8_loop(launch_gluon_attention, config, frames, height, width, num_anchor, batch,
+                                          heads, dtype)
 
 
 def test_16_bit_inputs_only():

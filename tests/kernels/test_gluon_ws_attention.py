@@ -1,0 +1,131 @@
+"""kernels/gluon_ws_attention.py: the Gluon copies loop, warp-specialised (a producer warp, two
+consumer warpgroups taking turns at the tensor cores).
+
+As for the plain Gluon kernel: on CPU these compile it for sm_90 and read the compiled code;
+its numbers are checked only on a Hopper GPU, with the plain kernel's checks
+(tests/kernels/test_gluon_attention.py). Kept in a file of its own so that the GPU script can
+leave these out when the kernel hung in its sweep (a wrong barrier phase hangs), and still run
+the plain kernel's.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sama_rt.kernels.gluon_ws_attention import (
+    GLUON_WS_CONFIGS,
+    GLUON_WS_FP8_CONFIGS,
+    GluonWsConfig,
+    launch_gluon_ws_attention,
+    parse_gluon_ws_config,
+)
+
+from .test_anchor_attention import _inputs
+from .test_gluon_attention import (
+    FP8_CASES,
+    REFERENCE_CASES,
+    check_fp8_matches_the_triton_fp8_loop,
+    check_lazy_rescaling_follows_maxima_that_keep_growing,
+    check_matches_the_reference,
+    on_hopper,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_COMPILE = """
+import json, re, sys
+sys.path.insert(0, "benchmarks")
+from kernel_sass import mma_loops, sass_stats, sass_text
+from sama_rt.kernels.gluon_ws_attention import GLUON_WS_CONFIGS, GLUON_WS_FP8_CONFIGS, compile_gluon_ws_attention
+for fp8, configs in ((False, GLUON_WS_CONFIGS), (True, GLUON_WS_FP8_CONFIGS)):
+    for config in configs:
+        compiled = compile_gluon_ws_attention(config, fp8=fp8)
+        ptx = compiled.asm["ptx"]
+        print(json.dumps({"config": config, "fp8": fp8, "shared": compiled.metadata.shared,
+                          "waits": re.findall(r"wgmma.wait_group.sync.aligned\\s+(\\d+)", ptx),
+                          "loops": mma_loops(sass_text(compiled.asm["cubin"])),
+                          **sass_stats(compiled.asm["cubin"])}))
+"""
+
+
+def test_compiles_for_hopper_as_three_partitions():
+    """Compiled for sm_90 (no GPU needed; in a fresh process, since nothing compiles under
+    TRITON_INTERPRET=1), every config, native and FP8: warpgroup MMAs (HGMMA / QGMMA) within
+    Hopper's 227 KiB of shared memory; registers moved between the partitions (setmaxnreg: 240
+    for the consumers, 24 for the producer's warpgroup); two consumer loops (one a partition),
+    each waiting for its q.k alone (wait 1: the softmax overlaps the p.v) and for the p.v
+    (wait 0), plus the first tile's and the last p.v's waits; no register spills on a loop's
+    common path in the native eager form (the masked tail tile may reload what the compiler
+    spilled), one or two values a tile in the others. The " lazy" configs keep the accumulators' rescale off
+    that path."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=900,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["config"] for r in rows] == list(GLUON_WS_CONFIGS) + list(GLUON_WS_FP8_CONFIGS)
+    for r in rows:
+        assert r["tensor_core"].startswith("QGMMA" if r["fp8"] else "HGMMA"), r
+        assert r["shared"] <= 227 * 1024, r
+        assert {240, 24} <= set(r["setmaxnreg"]), r
+        assert sorted(r["waits"]) == ["0"] * 6 + ["1"] * 2, r
+        assert len(r["loops"]) == 2, r
+        lazy = r["config"].endswith(" lazy")
+        for loop in r["loops"]:
+            # None in the native eager form; the lazy form (its test for a moved maximum) and
+            # the FP8 form (its scales; Triton 3.9, none with 3.6) reload one or two a tile.
+            assert loop["hot_path"]["STL"] + loop["hot_path"]["LDL"] <= (2 if lazy or r["fp8"] else 0), r
+            # the accumulators' rescale (64 or more FMULs a tile) off the common path only where lazy
+            assert (loop["hot_path"]["FMUL"] < 32) == lazy, r
+
+
+def test_config_names():
+    assert parse_gluon_ws_config("64x128 s2 pingpong") == GluonWsConfig(64, 128, 2, pingpong=True)
+    assert parse_gluon_ws_config("64x128 s3") == GluonWsConfig(64, 128, 3)
+    assert parse_gluon_ws_config("64x128 s2 pingpong lazy") == GluonWsConfig(64, 128, 2, True, True)
+    for config in GLUON_WS_CONFIGS:
+        parse_gluon_ws_config(config)
+    for config in GLUON_WS_FP8_CONFIGS:
+        parse_gluon_ws_config(config, fp8=True)
+    with pytest.raises(ValueError, match="not a warp-specialised Gluon config"):
+        parse_gluon_ws_config("64x128 w4 s2")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        parse_gluon_ws_config("32x128 s2")
+    with pytest.raises(ValueError, match="at least 2 slots"):
+        parse_gluon_ws_config("64x128 s1")
+    with pytest.raises(ValueError, match="32, 64 or 128 keys"):
+        parse_gluon_ws_config("64x16 s2", fp8=True)
+    with pytest.raises(ValueError, match="rescales at every tile"):
+        parse_gluon_ws_config("64x128 s2 lazy", fp8=True)
+
+
+def test_16_bit_inputs_only():
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float32)
+    with pytest.raises(ValueError, match="16-bit inputs"):
+        launch_gluon_ws_attention(q, k, v, cos, sin, 1, 128**-0.5)
+
+
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_WS_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", REFERENCE_CASES)
+def test_matches_the_reference(config, frames, height, width, num_anchor, batch, heads, dtype):
+    check_matches_the_reference(launch_gluon_ws_attention, config, frames, height, width, num_anchor, batch, heads,
+                                dtype)
+
+
+@on_hopper
+@pytest.mark.parametrize("config", [c for c in GLUON_WS_CONFIGS if c.endswith(" lazy")])
+def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
+    check_lazy_rescaling_follows_maxima_that_keep_growing(launch_gluon_ws_attention, config)
+
+
+@on_hopper
+@pytest.mark.parametrize("config", GLUON_WS_FP8_CONFIGS)
+@pytest.mark.parametrize("frames,height,width,num_anchor,batch,heads,dtype", FP8_CASES)
+def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anchor, batch, heads, dtype):
+    check_fp8_matches_the_triton_fp8_loop(launch_gluon_ws_attention, config, frames, height, width, num_anchor,
+                                          batch, heads, dtype)
