@@ -24,9 +24,11 @@ TFLOP/s count 4 * L^2 * head_dim per head and batch for every method (the whole 
 attention, although the kernel folds the anchors and skips their rows).
 
 One configuration at a time (`--candidate "once: 128x64 w8 s3 split flat"`, keys mode then
-config name, listed or not; "gluon: 128x64 w8 s2" for kernels/gluon_attention.py;
+config name, listed or not; "gluon: 128x64 w8 s2" for kernels/gluon_attention.py and
+"gluon ws: 64x128 s2 pingpong" for its warp-specialised form, kernels/gluon_ws_attention.py;
 "fp8 copies: 128x128 w8 s2 split flat tma copies" for kernels/fp8_copies.py and "gluon fp8:
-128x64 w8 s2" for its Gluon form, both held to the FP8 bound; or a baseline, "sdpa: flash" or
+128x64 w8 s2" / "gluon ws fp8: 64x128 s2 pingpong" for its Gluon forms, all held to the FP8
+bound; or a baseline, "sdpa: flash" or
 "sdpa: default" on pre-rotated q/k;
 `--list-candidates` prints the Hopper lists' candidates and the baselines, one a line): that
 config alone, timed and checked as above at each shape, one JSON line per shape as soon as it
@@ -260,9 +262,10 @@ def time_shape(name: str, with_fp8: bool, warmup_ms: int, rep_ms: int) -> list[T
 
 
 def hopper_candidates() -> list[str]:
-    """The Hopper autotune candidates of keys once, keys="copies" and in-loop, the Gluon
-    kernel's configs (kernels/gluon_attention.py), the FP8 copies kernel's and its Gluon
-    form's (opt-in, an approximation), then the SDPA baselines, as "keys: config" entries for `--candidate`."""
+    """The SDPA baselines, then the Hopper autotune candidates of keys once, keys="copies"
+    and in-loop, the Gluon kernel's configs (kernels/gluon_attention.py) and its
+    warp-specialised form's (kernels/gluon_ws_attention.py), the FP8 copies kernel's and both
+    Gluon forms' of it (opt-in, an approximation), as "keys: config" entries for `--candidate`."""
     from sama_rt.kernels.anchor_attention import (
         FP8_COPIES_CONFIGS,
         HOPPER_CONFIGS,
@@ -271,14 +274,18 @@ def hopper_candidates() -> list[str]:
         config_name,
     )
     from sama_rt.kernels.gluon_attention import GLUON_CONFIGS, GLUON_FP8_CONFIGS
+    from sama_rt.kernels.gluon_ws_attention import GLUON_WS_CONFIGS, GLUON_WS_FP8_CONFIGS
 
-    return ([f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
+    # The baselines first: a sweep cut short by its time limit still has them to compare with.
+    return ([f"sdpa: {name}" for name in SDPA_BASELINES]
+            + [f"once: {config_name(c)}" for c in ROTATED_KEYS_HOPPER_CONFIGS]
             + [f"copies: {config_name(c)}" for c in ROTATED_COPIES_CONFIGS]
             + [f"in-loop: {config_name(c)}" for c in HOPPER_CONFIGS]
             + [f"gluon: {config}" for config in GLUON_CONFIGS]
+            + [f"gluon ws: {config}" for config in GLUON_WS_CONFIGS]
             + [f"fp8 copies: {config_name(c)}" for c in FP8_COPIES_CONFIGS]
             + [f"gluon fp8: {config}" for config in GLUON_FP8_CONFIGS]
-            + [f"sdpa: {name}" for name in SDPA_BASELINES])
+            + [f"gluon ws fp8: {config}" for config in GLUON_WS_FP8_CONFIGS])
 
 
 def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
@@ -287,12 +294,12 @@ def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
     heads under the tolerance rule of `check_shape`. "sdpa: flash" and "sdpa: default" are the
     baselines, timed in the same sweep so that ratios are measured side by side; their q/k are
     rotated outside the timed call (RoPE not counted: in SDPA's favour). "fp8 copies: CONFIG"
-    is kernels/fp8_copies.py's loop and "gluon fp8: CONFIG" its Gluon form, held to the FP8
-    bound instead (2**-4 max|v|)."""
+    is kernels/fp8_copies.py's loop and "gluon fp8: CONFIG" its Gluon form ("gluon ws fp8:
+    CONFIG" warp-specialised), held to the FP8 bound instead (2**-4 max|v|)."""
     from sama_rt.kernels.anchor_attention import AttentionPrecision, KeyRotation, _launch, parse_config_name
 
     keys_name, _, config_text = entry.partition(":")
-    fp8 = keys_name.strip() in ("fp8 copies", "gluon fp8")  # held to the FP8 bound
+    fp8 = keys_name.strip() in ("fp8 copies", "gluon fp8", "gluon ws fp8")  # held to the FP8 bound
     if keys_name.strip() == "fp8 copies":
         config = parse_config_name(config_text)
 
@@ -305,14 +312,19 @@ def time_candidate(entry: str, name: str, check_heads: int, measure) -> dict:
         def prepare(q, k, v, cos, sin):
             qr, kr = rotate(q, k, cos, sin)
             return lambda: sdpa(qr, kr, v)
-    elif keys_name.strip() in ("gluon", "gluon fp8"):
-        from sama_rt.kernels.gluon_attention import launch_gluon_attention, parse_gluon_config
+    elif keys_name.strip() in ("gluon", "gluon fp8", "gluon ws", "gluon ws fp8"):
+        if keys_name.strip().startswith("gluon ws"):
+            from sama_rt.kernels.gluon_ws_attention import launch_gluon_ws_attention as launch
+            from sama_rt.kernels.gluon_ws_attention import parse_gluon_ws_config as parse
+        else:
+            from sama_rt.kernels.gluon_attention import launch_gluon_attention as launch
+            from sama_rt.kernels.gluon_attention import parse_gluon_config as parse
 
         gluon_config = config_text.strip()
-        parse_gluon_config(gluon_config, fp8)  # a bad name fails before any input is made
+        parse(gluon_config, fp8)  # a bad name fails before any input is made
 
         def prepare(q, k, v, cos, sin):
-            return lambda: launch_gluon_attention(q, k, v, cos, sin, NUM_ANCHOR, HEAD_DIM**-0.5, gluon_config, fp8)
+            return lambda: launch(q, k, v, cos, sin, NUM_ANCHOR, HEAD_DIM**-0.5, gluon_config, fp8)
     else:
         keys, config = KeyRotation.parse(keys_name.strip()), parse_config_name(config_text)
 

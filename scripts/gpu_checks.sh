@@ -22,7 +22,9 @@
 #                                      # rotated-copies kernel, the rotated-copies variants
 #                                      # (VARIANT_FILTER), the step with the Triton kernel
 #                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
-#                                      # '^gluon|^fp8 copies|^copies: 128x64 w4 s2|^sdpa: default'
+#                                      # '^sdpa: default|^gluon: (128x64 w8 s2|64x64 w4 s2)|^gluon ws|^fp8 copies: 128x128 w8 s2|^copies: 128x64 w4 s2|^gluon fp8'
+#                                      # (21 candidates: the baseline first, the warp-
+#                                      # specialised Gluon kernel's configs, native and FP8)
 #                                      # SWEEP_SHAPES=49f
 #                                      # VARIANT_FILTER='(128x32|64x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
@@ -108,9 +110,9 @@ declare -A TIMEOUT CMD
 TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING av/ftfy: run scripts/gpu_wheels.sh and carry .whl'; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; python -m sama_rt info --json"
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
-# Without the Gluon kernel's tests when it (native or FP8) hung in the sweep (they would hang
-# the section).
-TIMEOUT[tests]=270;   CMD[tests]="gluon=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py'; SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+# Without a Gluon kernel's tests when it (native or FP8) hung in the sweep (they would hang
+# the section): the plain one's, the warp-specialised one's, each on its own.
+TIMEOUT[tests]=270;   CMD[tests]="gluon=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py'; grep -qE '\"gluon ws( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon=\"\$gluon --ignore=tests/kernels/test_gluon_ws_attention.py\"; SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 TIMEOUT[variants]=420; CMD[variants]="copies_variants"

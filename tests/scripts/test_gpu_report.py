@@ -137,8 +137,13 @@ def test_one_candidate_is_timed_and_checked_alone(monkeypatch):
     assert baselines == ["sdpa: flash", "sdpa: default"]
     for entry in attention.hopper_candidates():
         keys, _, name = entry.partition(": ")
-        assert keys in ("once", "copies", "in-loop", "gluon", "fp8 copies", "gluon fp8", "sdpa")
-        assert keys in ("sdpa", "gluon", "gluon fp8") or config_name(parse_config_name(name)) == name
+        assert keys in ("once", "copies", "in-loop", "gluon", "gluon ws", "fp8 copies", "gluon fp8", "gluon ws fp8",
+                        "sdpa")
+        assert keys.startswith(("sdpa", "gluon")) or config_name(parse_config_name(name)) == name
+    # the Gluon entries name configs of their kernels (a bad one fails before any input is made)
+    assert {"gluon ws: 64x128 s2 pingpong", "gluon ws fp8: 64x128 s2 pingpong"} <= set(attention.hopper_candidates())
+    with pytest.raises(ValueError, match="not a warp-specialised Gluon config"):
+        attention.time_candidate("gluon ws: 64x128 w4 s2", "tiny", 2, None)
     with pytest.raises(ValueError, match="not a config name"):
         parse_config_name("128x64 s3")
 
