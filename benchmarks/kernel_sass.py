@@ -19,7 +19,8 @@ common path (without the lazy rescale), with the softmax's kinds of instructions
 3.6, see there): the warps each was compiled with and the warps Triton made of them, and the
 register budgets (setmaxnreg) the warp-specialised warpgroups trade. Then the FP8 loop over
 e4m3 copies (kernels/fp8_copies.py), and last the Gluon kernel's configs, native and FP8
-(kernels/gluon_attention.py).
+(kernels/gluon_attention.py), and its warp-specialised form's (kernels/gluon_ws_attention.py:
+the loop counts of its first consumer partition).
 """
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ from sama_rt.kernels.gluon_attention import (  # noqa: E402
     GLUON_FP8_CONFIGS,
     compile_gluon_attention,
     parse_gluon_config,
+)
+from sama_rt.kernels.gluon_ws_attention import (  # noqa: E402
+    GLUON_WS_CONFIGS,
+    GLUON_WS_FP8_CONFIGS,
+    compile_gluon_ws_attention,
+    parse_gluon_ws_config,
 )
 from sama_rt.kernels.rotated_copies import compile_rotated_copies  # noqa: E402
 
@@ -183,6 +190,16 @@ def mma_loops(sass: str) -> list[dict]:
     return [_span_stats(ops, span) for span in sorted(innermost)]
 
 
+def _gluon_row(parsed, compiled, fp8: bool, warps, kernel_name: str) -> dict:
+    """A table row for a Gluon kernel's config (`parsed`: its GluonConfig or GluonWsConfig)."""
+    return {"arch": 90, "tile": f"{parsed.block_m}x{parsed.block_n}", "warps": warps, "stages": parsed.stages,
+            "precision": "fp8" if fp8 else "native", "split_loads": True,
+            "keys": "q, k, v " + ("quantized copies" if fp8 else "copied") + f", {kernel_name}"
+            + (", lazy rescale" if parsed.lazy_rescale else ""),
+            "in_autotune_list": False, "shared_kib": compiled.metadata.shared // 1024,
+            **sass_stats(compiled.asm["cubin"])}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-dim", type=int, default=128)
@@ -221,12 +238,16 @@ def main() -> int:
         for config in configs:
             parsed = parse_gluon_config(config, fp8)
             compiled = compile_gluon_attention(config, head_dim=args.head_dim, dtype=args.dtype, fp8=fp8)
-            rows.append({"arch": 90, "tile": f"{parsed.block_m}x{parsed.block_n}", "warps": parsed.num_warps,
-                         "stages": parsed.stages, "precision": "fp8" if fp8 else "native", "split_loads": True,
-                         "keys": "q, k, v " + ("quantized copies" if fp8 else "copied") + ", Gluon"
-                         + (", lazy rescale" if parsed.lazy_rescale else ""),
-                         "in_autotune_list": False, "shared_kib": compiled.metadata.shared // 1024,
-                         **sass_stats(compiled.asm["cubin"])})
+            rows.append(_gluon_row(parsed, compiled, fp8, parsed.num_warps, "Gluon"))
+    # kernels/gluon_ws_attention.py: warp-specialised; the loop counts are the first consumer's
+    # (not the largest span: the partitions sit in a dispatch loop).
+    for fp8, configs in ((False, GLUON_WS_CONFIGS), (True, GLUON_WS_FP8_CONFIGS)):
+        for config in configs:
+            parsed = parse_gluon_ws_config(config, fp8)
+            compiled = compile_gluon_ws_attention(config, head_dim=args.head_dim, dtype=args.dtype, fp8=fp8)
+            row = _gluon_row(parsed, compiled, fp8, "4+4+1", "Gluon, warp-specialised"
+                             + (", pingpong" if parsed.pingpong else ""))
+            rows.append({**row, **mma_loops(sass_text(compiled.asm["cubin"]))[0]})
     if args.json:
         print(json.dumps(rows))
         return 0
