@@ -112,11 +112,14 @@ class KernelLanguage(Choice):
     kernels/gluon_attention.py writes it, in Triton's lower-level dialect, with the softmax
     overlapped with the dots, native or fp8 (over the e4m3 copies of kernels/fp8_copies.py);
     compiled only (Gluon has no interpreter), Hopper only, and not yet run on a GPU
-    (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention (native).
+    (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention (native). GLUON_WS:
+    the same, warp-specialised (kernels/gluon_ws_attention.py: a producer warp, two consumer
+    warpgroups taking turns at the tensor cores), the model's `triton-gluon-ws`.
     """
 
     TRITON = "triton"
     GLUON = "gluon"
+    GLUON_WS = "gluon-ws"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1055,7 +1058,7 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
     """config: run this one configuration instead of the autotuned choice (tests)."""
     batch, seq_len, num_heads, head_dim, num_video = _check_inputs(q, k, v, cos, sin, num_anchor)
     fp8 = precision is AttentionPrecision.FP8
-    gluon = language is KernelLanguage.GLUON
+    gluon = language in (KernelLanguage.GLUON, KernelLanguage.GLUON_WS)
     if gluon and (keys is not KeyRotation.COPIES or config is not None):
         raise ValueError("the Gluon kernel is keys='copies' (native or fp8), with its default config")
     if gluon and (q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) < (9, 0)):
@@ -1096,10 +1099,13 @@ def _launch(q, k, v, cos, sin, num_anchor: int, scale: float, precision: Attenti
             raise ValueError(f"{name} is too large for 32-bit row offsets (stride {t.stride()})")
     cos, sin = cos.contiguous(), sin.contiguous()
     if gluon:
-        from .gluon_attention import launch_gluon_attention
+        if language is KernelLanguage.GLUON_WS:
+            from .gluon_ws_attention import launch_gluon_ws_attention as launch
+        else:
+            from .gluon_attention import launch_gluon_attention as launch
 
         with torch.cuda.device(q.device):
-            return launch_gluon_attention(q, k, v, cos, sin, num_anchor, scale, fp8=fp8)
+            return launch(q, k, v, cos, sin, num_anchor, scale, fp8=fp8)
     if rotated_copies and fp8:
         from .fp8_copies import launch_fp8_copies
 
@@ -1209,7 +1215,8 @@ def anchor_attention(
     to head_dim ** -0.5. Always launches the Triton kernel (CUDA, or CPU under
     TRITON_INTERPRET=1). keys: where the keys are rotated (see KeyRotation; "once" writes a
     rotated copy of the video keys first, as large as k without its anchor rows). language:
-    "gluon" runs keys="copies" as the Gluon kernel (see KernelLanguage; Hopper only).
+    "gluon" runs keys="copies" as the Gluon kernel, "gluon-ws" as its warp-specialised form
+    (see KernelLanguage; Hopper only).
     """
     precision, keys = AttentionPrecision.parse(precision), KeyRotation.parse(keys)
     return _anchor_attention_op(q, k, v, cos, sin, int(num_anchor), _resolve_scale(scale, q.shape[-1]),

@@ -316,6 +316,10 @@ def run_bench(bc: BenchConfig) -> dict:
         from .kernels.gluon_attention import GLUON_CONFIGS
 
         result["attention_kernel_config"] = f"gluon {GLUON_CONFIGS[0]}"  # one config, not autotuned
+    elif attention_used == "triton-gluon-ws":
+        from .kernels.gluon_ws_attention import GLUON_WS_CONFIGS
+
+        result["attention_kernel_config"] = f"gluon ws {GLUON_WS_CONFIGS[0]}"
     elif attention_used.startswith("triton"):
         from .kernels.anchor_attention import tuned_config
 

@@ -63,8 +63,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "anchor-attention kernel, triton-in-loop the same kernel rotating keys in its loop "
                         "(less memory, slower), triton-fp8 its FP8 variant (an approximation), triton-copies its "
                         "fastest form on Hopper (q, k, v copied: more memory), triton-fp8-copies that form in FP8 "
-                        "(Hopper; an approximation, not yet timed), triton-gluon the copies form in Gluon "
-                        "(Hopper; experimental, not yet run on a GPU)")
+                        "(Hopper; an approximation, not yet timed), triton-gluon the copies form in Gluon, "
+                        "triton-gluon-ws that form warp-specialised (Hopper; both experimental, not yet run "
+                        "on a GPU)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")

@@ -61,6 +61,10 @@ def collect_info() -> dict:
                 "that can reach NVIDIA's package index)"),
         },
     }
+    # Gluon has no interpreter: compiled, on a Hopper GPU, or not at all.
+    gluon = {"available": triton_ok and cuda and hopper_ok,
+             "why": (hopper_why + "; experimental, not yet run on a GPU") if triton_ok and cuda
+             else "Gluon kernels run only compiled, on a Hopper GPU"}
     info["attention"] = {
         "reference": {"available": True, "why": "plain torch, float32"},
         "sdpa": {"available": True, "why": "torch scaled_dot_product_attention (what auto picks)"},
@@ -73,10 +77,8 @@ def collect_info() -> dict:
                           "why": hopper_why if triton_ok and cuda else triton_why},
         "triton-fp8-copies": {"available": triton_ok and (hopper_ok or not cuda),
                               "why": hopper_why if triton_ok and cuda else triton_why},
-        # Gluon has no interpreter: compiled, on a Hopper GPU, or not at all.
-        "triton-gluon": {"available": triton_ok and cuda and hopper_ok,
-                         "why": (hopper_why + "; experimental, not yet run on a GPU") if triton_ok and cuda
-                         else "Gluon kernels run only compiled, on a Hopper GPU"},
+        "triton-gluon": gluon,
+        "triton-gluon-ws": gluon,
     }
     info["runtime"] = {
         "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},

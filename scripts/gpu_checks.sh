@@ -17,8 +17,9 @@
 #   bash scripts/gpu_checks.sh kernel  # ~9-10 min with filters: attention kernel configs
 #                                      # alone (SWEEP_FILTER) next to the SDPA baselines, the
 #                                      # compiled tests, the 14B step with SDPA (the baseline
-#                                      # first), with the Gluon kernel and with the FP8 copies
-#                                      # kernel (each if it passed the sweep), with the
+#                                      # first), with the warp-specialised and the plain Gluon
+#                                      # kernel and with the FP8 copies kernel (each if it
+#                                      # passed the sweep), with the
 #                                      # rotated-copies kernel, the rotated-copies variants
 #                                      # (VARIANT_FILTER), the step with the Triton kernel
 #                                      # (what does not fit DEADLINE_S is skipped). SWEEP_FILTER=
@@ -128,6 +129,8 @@ TIMEOUT[copies49]=180; CMD[copies49]="if grep -qE '\"copies: .*\", \"rc\"' $out/
 TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
 # Not when a Gluon config failed, hung or was skipped in the sweep (or the sweep did not run them).
 TIMEOUT[gluon49]=180; CMD[gluon49]="if ! grep -q '\"gluon: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon: .*\", \"rc\"' $out/sweep.out; then echo 'the Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon --profile"
+# The same for the warp-specialised Gluon kernel.
+TIMEOUT[gluonws49]=180; CMD[gluonws49]="if ! grep -q '\"gluon ws: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon ws: .*\", \"rc\"' $out/sweep.out; then echo 'the warp-specialised Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon-ws --profile"
 # Not when an FP8 copies config failed, hung or was skipped in the sweep (or the sweep did not run them).
 TIMEOUT[fp8copies49]=180; CMD[fp8copies49]="if ! grep -q '\"fp8 copies: ' $out/sweep.out 2>/dev/null || grep -qE '\"fp8 copies: .*\", \"rc\"' $out/sweep.out; then echo 'the FP8 copies kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-fp8-copies --profile"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
@@ -139,7 +142,7 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
-GROUP[kernel]="setup sweep tests sdpa49 gluon49 fp8copies49 copies49 variants step49"
+GROUP[kernel]="setup sweep tests sdpa49 gluonws49 gluon49 fp8copies49 copies49 variants step49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -28,6 +28,9 @@ that contract:
 - `triton-gluon`: `triton-copies` as kernels/gluon_attention.py writes it in Gluon, with each
   tile's softmax overlapped with the previous tile's p.v; Hopper only (compiled, no
   interpreter). Experimental: not yet run on a GPU, so it must pass the self-check first.
+- `triton-gluon-ws`: `triton-gluon` warp-specialised (kernels/gluon_ws_attention.py: a
+  producer warp loads, two consumer warpgroups take turns at the tensor cores, as
+  FlashAttention-3 runs on Hopper); the same conditions.
 """
 from __future__ import annotations
 
@@ -52,19 +55,25 @@ class AttentionBackend(Choice):
     TRITON_COPIES = "triton-copies"
     TRITON_FP8_COPIES = "triton-fp8-copies"
     TRITON_GLUON = "triton-gluon"
+    TRITON_GLUON_WS = "triton-gluon-ws"
 
     @property
     def uses_triton(self) -> bool:
         return self in (AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP, AttentionBackend.TRITON_FP8,
                         AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES,
-                        AttentionBackend.TRITON_GLUON)
+                        AttentionBackend.TRITON_GLUON, AttentionBackend.TRITON_GLUON_WS)
+
+    @property
+    def is_gluon(self) -> bool:
+        """Written in Gluon: compiled only (no interpreter), Hopper only."""
+        return self in (AttentionBackend.TRITON_GLUON, AttentionBackend.TRITON_GLUON_WS)
 
     @property
     def least_head_dim(self) -> int:
         """The smallest head_dim of the kernels over copies (which also need a power of two):
         16, or 32 for e4m3 dots; 0 for the others (any even head_dim)."""
         return {AttentionBackend.TRITON_COPIES: 16, AttentionBackend.TRITON_GLUON: 16,
-                AttentionBackend.TRITON_FP8_COPIES: 32}.get(self, 0)
+                AttentionBackend.TRITON_GLUON_WS: 16, AttentionBackend.TRITON_FP8_COPIES: 32}.get(self, 0)
 
     @property
     def is_fp8(self) -> bool:
@@ -76,9 +85,9 @@ class AttentionBackend(Choice):
         once is the faster kernel (H100: 142 vs 243 ms at 49 frames); fp8 has the in-loop and
         the copies form."""
         keys = {AttentionBackend.TRITON: "once", AttentionBackend.TRITON_COPIES: "copies",
-                AttentionBackend.TRITON_FP8_COPIES: "copies", AttentionBackend.TRITON_GLUON: "copies"}.get(self, "in-loop")
-        return {"precision": "fp8" if self.is_fp8 else "native", "keys": keys,
-                "language": "gluon" if self is AttentionBackend.TRITON_GLUON else "triton"}
+                AttentionBackend.TRITON_FP8_COPIES: "copies"}.get(self, "copies" if self.is_gluon else "in-loop")
+        language = {AttentionBackend.TRITON_GLUON: "gluon", AttentionBackend.TRITON_GLUON_WS: "gluon-ws"}
+        return {"precision": "fp8" if self.is_fp8 else "native", "keys": keys, "language": language.get(self, "triton")}
 
 
 def attention_backend_names() -> list[str]:
@@ -121,7 +130,7 @@ def select_attention_backend(
         if ok and least and (head_dim < least or head_dim & (head_dim - 1)):
             ok, why = False, (f"its copies are read by tensor descriptors, which need a power-of-two head_dim >= "
                               f"{least} (this model's is {head_dim})")
-        if ok and backend is AttentionBackend.TRITON_GLUON and device.type != "cuda":
+        if ok and backend.is_gluon and device.type != "cuda":
             ok, why = False, "the Gluon kernel runs only compiled, on a Hopper GPU (Gluon has no interpreter)"
         if ok and device.type == "cuda":
             ok, why = triton_self_check(device, head_dim, dtype, backend)

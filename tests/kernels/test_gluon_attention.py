@@ -183,5 +183,5 @@ def test_reached_through_anchor_attention_only_where_it_can_run():
         anchor_attention(q, k, v, cos, sin, 1, keys="once", language="gluon")
     with pytest.raises(ValueError, match=r"keys='copies' \(native or fp8\)"):
         anchor_attention(q, k, v, cos, sin, 1, precision="fp8", keys="in-loop", language="gluon")
-    with pytest.raises(ValueError, match="valid: triton, gluon"):
+    with pytest.raises(ValueError, match="valid: triton, gluon, gluon-ws"):
         anchor_attention(q, k, v, cos, sin, 1, language="cuda")

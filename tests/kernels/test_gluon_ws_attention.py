@@ -129,3 +129,21 @@ def test_lazy_rescaling_follows_maxima_that_keep_growing(config):
 def test_fp8_matches_the_triton_fp8_loop(config, frames, height, width, num_anchor, batch, heads, dtype):
     check_fp8_matches_the_triton_fp8_loop(launch_gluon_ws_attention, config, frames, height, width, num_anchor,
                                           batch, heads, dtype)
+
+
+def test_reached_through_anchor_attention_only_where_it_can_run():
+    """`anchor_attention(..., keys="copies", language="gluon-ws")` is the public way in, with
+    the plain Gluon kernel's limits: a clear error off Hopper and for other variants; on
+    Hopper, the same numbers as its launcher with the first config."""
+    from sama_rt.kernels import anchor_attention
+
+    q, k, v, cos, sin = _inputs(1, 3, 5, 1, 1, 1, 128, torch.float16)
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)):
+        with pytest.raises(ValueError, match="runs only compiled, for a Hopper GPU"):
+            anchor_attention(q, k, v, cos, sin, 1, keys="copies", language="gluon-ws")
+    else:
+        q, k, v, cos, sin = (t.cuda() for t in (q, k, v, cos, sin))
+        torch.testing.assert_close(anchor_attention(q, k, v, cos, sin, 1, keys="copies", language="gluon-ws"),
+                                   launch_gluon_ws_attention(q, k, v, cos, sin, 1, 128**-0.5), atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"keys='copies' \(native or fp8\)"):
+        anchor_attention(q, k, v, cos, sin, 1, keys="once", language="gluon-ws")

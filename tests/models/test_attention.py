@@ -12,7 +12,7 @@ def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
     with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, "
-                                         "triton-fp8-copies, triton-gluon, auto"):
+                                         "triton-fp8-copies, triton-gluon, triton-gluon-ws, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -27,7 +27,8 @@ def test_self_check_passes_in_the_interpreter_fp32():
 def test_self_check_passes_compiled_on_cuda_bf16():
     backends = [AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP]
     if torch.cuda.get_device_capability() >= (9, 0):
-        backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES, AttentionBackend.TRITON_GLUON]
+        backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES, AttentionBackend.TRITON_GLUON,
+                     AttentionBackend.TRITON_GLUON_WS]
     for backend in backends:
         ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
         assert ok, (backend, why)
@@ -65,7 +66,8 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
     monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                                     for backend in AttentionBackend if backend.uses_triton})
-    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies", "triton-gluon"):
+    for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies", "triton-gluon",
+                 "triton-gluon-ws"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -75,7 +77,8 @@ def test_copies_backends_refuse_a_head_dim_their_descriptors_cannot_take():
     """The kernels over copies read them by tensor descriptors (power-of-two rows): a model
     with head_dim 48 is refused when the backend is chosen, with the reason, instead of
     failing inside the first step; 128 (the real model) is accepted."""
-    for name, least in (("triton-copies", 16), ("triton-fp8-copies", 32), ("triton-gluon", 16)):
+    for name, least in (("triton-copies", 16), ("triton-fp8-copies", 32), ("triton-gluon", 16),
+                        ("triton-gluon-ws", 16)):
         with pytest.raises(RuntimeError, match=f"cannot run here: .*power-of-two head_dim >= {least} .*is 48"):
             select_attention_backend(name, "cpu", 48, torch.float32)
     if not torch.cuda.is_available():  # the interpreter runs the Triton forms at 128
@@ -89,8 +92,9 @@ def test_gluon_backend_needs_a_hopper_gpu():
     reason, rather than failing inside the first denoising step."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU the backend is chosen after its self-check (test_self_check_passes_compiled_on_cuda_bf16)")
-    with pytest.raises(RuntimeError, match="'triton-gluon' cannot run here: the Gluon kernel runs only compiled"):
-        select_attention_backend("triton-gluon", "cpu")
+    for name in ("triton-gluon", "triton-gluon-ws"):
+        with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: the Gluon kernel runs only compiled"):
+            select_attention_backend(name, "cpu")
 
 
 def test_self_check_reports_a_failing_kernel(monkeypatch):
@@ -111,7 +115,7 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
     assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                         "triton-copies", "triton-fp8-copies", "triton-gluon"]
+                                         "triton-copies", "triton-fp8-copies", "triton-gluon", "triton-gluon-ws"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -137,11 +141,13 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     (AttentionBackend.TRITON_IN_LOOP, "in-loop", "triton", 48),
     (AttentionBackend.TRITON_COPIES, "copies", "triton", 128),
     (AttentionBackend.TRITON_GLUON, "copies", "gluon", 128),
+    (AttentionBackend.TRITON_GLUON_WS, "copies", "gluon-ws", 128),
 ])
 def test_triton_backends_reach_their_kernel_variant(backend, keys, language, head_dim):
     """`triton` runs the kernel with its keys rotated once (the faster variant), `triton-in-loop`
     with them rotated in its loop, `triton-copies` the rotated-copies kernel (power-of-two
-    head_dim, Hopper), `triton-gluon` its Gluon form (Hopper, compiled only): the same numbers
+    head_dim, Hopper), `triton-gluon` its Gluon form and `triton-gluon-ws` that form warp-
+    specialised (Hopper, compiled only): the same numbers
     as calling the kernel with those keys and that language."""
     from sama_rt.kernels import anchor_attention, rope_tables
 
@@ -150,7 +156,7 @@ def test_triton_backends_reach_their_kernel_variant(backend, keys, language, hea
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if keys == "copies" and device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("the rotated-copies kernel needs a Hopper GPU (TMA loads)")
-    if language == "gluon" and device != "cuda":
+    if language.startswith("gluon") and device != "cuda":
         pytest.skip("Gluon kernels run only compiled, on a Hopper GPU (no interpreter)")
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2 * 12 + 3, 2, head_dim, generator=gen).to(device, torch.float16) for _ in range(3))
