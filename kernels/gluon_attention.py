@@ -320,12 +320,20 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
     """Compile the kernel with `config` ("128x64 w8 s2") ahead of time for `arch` (no GPU
     needed) and return Triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata`).
     fp8: the form over e4m3 copies (`dtype` is then the output's)."""
+    parsed = parse_gluon_config(config, fp8)
+    return compile_over_copies(gluon_attention_fwd, _meta(parsed, fp8), head_dim, dtype, arch, fp8)
+
+
+def compile_over_copies(fn, meta: dict, head_dim: int, dtype: str, arch: int, fp8: bool, **options):
+    """Compile a Gluon kernel over the copies (this module's, kernels/gluon_ws_attention.py's:
+    their arguments are the same) with its meta-parameters `meta` (num_warps among them) and
+    further compile `options`."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    parsed = parse_gluon_config(config, fp8)
-    fn = gluon_attention_fwd
-    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8))
+    meta = dict(meta)
+    options = {"num_warps": meta.pop("num_warps"), **options}
+    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, **meta)
     copies = "fp8e4nv" if fp8 else dtype
     pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
     if fp8:
@@ -334,7 +342,7 @@ def compile_gluon_attention(config: str, head_dim: int = 128, dtype: str = "bf16
         constexprs.update(Q_SCALE=None, K_SCALE=None, V_SCALE=None)
     signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
     return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32), options={"num_warps": parsed.num_warps})
+                          target=GPUTarget("cuda", arch, 32), options=options)
 
 
 @dataclass(frozen=True)
@@ -372,8 +380,16 @@ def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, con
     GLUON_FP8_CONFIGS with fp8) on CUDA, sm_90, fp16/bf16 inputs (others checked by the caller
     as for `launch_rotated_copies`). fp8: over the e4m3 copies of kernels/fp8_copies.py.
     Returns [B, L, heads, head_dim] in v's dtype."""
-    config = config or (GLUON_FP8_CONFIGS if fp8 else GLUON_CONFIGS)[0]
-    parsed = parse_gluon_config(config, fp8)
+    parsed = parse_gluon_config(config or (GLUON_FP8_CONFIGS if fp8 else GLUON_CONFIGS)[0], fp8)
+    return launch_over_copies(gluon_attention_fwd, parsed.block_m, q, k, v, cos, sin, num_anchor, scale, fp8,
+                              _meta(parsed, fp8))
+
+
+def launch_over_copies(kernel, rows_per_program: int, q, k, v, cos, sin, num_anchor: int, scale: float, fp8: bool,
+                       meta: dict, **options) -> torch.Tensor:
+    """Make the copies a Gluon kernel over them reads (the rotated bf16/fp16 copies, or with
+    fp8 the e4m3 copies and scales of kernels/fp8_copies.py) and run `kernel` with `meta` and
+    launch `options`, a program per `rows_per_program` video queries and (batch, head)."""
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the Gluon kernel takes 16-bit inputs (fp16 or bf16), got {q.dtype}")
     batch, _, num_heads, head_dim = q.shape
@@ -387,10 +403,10 @@ def launch_gluon_attention(q, k, v, cos, sin, num_anchor: int, scale: float, con
     else:
         out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
         scales, keys_pad = (None, None, None), 2 * num_video
-    grid = (triton.cdiv(2 * num_video, parsed.block_m), batch * num_heads)
-    gluon_attention_fwd[grid](
+    grid = (triton.cdiv(2 * num_video, rows_per_program), batch * num_heads)
+    kernel[grid](
         *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
-        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8),
+        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, **meta, **options,
     )
     return out
 

@@ -38,12 +38,11 @@ import re
 from dataclasses import dataclass
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .anchor_attention import _LOG2E, FP8_KEY_BLOCK, _ensure_scratch_allocator
+from .anchor_attention import FP8_KEY_BLOCK
 from .gluon_attention import (
     _LOG2_E4M3_MAX,
     _first_softmax_tile,
@@ -52,8 +51,9 @@ from .gluon_attention import (
     _store_video_rows,
     _tma_load,
     _value_operand,
+    compile_over_copies,
+    launch_over_copies,
 )
-from .rotated_copies import anchor_rows_and_sum, copies_kernel_signature, rotated_copies_inputs
 
 # "BLOCK_MxBLOCK_N sSTAGES" (+ " pingpong", + " lazy"): BLOCK_M query rows a consumer (two
 # consumers a program), BLOCK_N keys a tile. 64x128 is FlashAttention-3's tile for head_dim
@@ -294,22 +294,9 @@ def compile_gluon_ws_attention(config: str, head_dim: int = 128, dtype: str = "b
                                fp8: bool = False):
     """Compile the kernel with `config` ahead of time for `arch` (no GPU needed) and return
     Triton's compiled kernel; as `compile_gluon_attention`."""
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-
     parsed = parse_gluon_ws_config(config, fp8)
-    fn = gluon_ws_attention_fwd
-    constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8))
-    copies = "fp8e4nv" if fp8 else dtype
-    pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
-    if fp8:
-        pointers.update(Q_SCALE="*fp32", K_SCALE="*fp32", V_SCALE="*fp32")
-    else:
-        constexprs.update(Q_SCALE=None, K_SCALE=None, V_SCALE=None)
-    signature, attrs = copies_kernel_signature(fn, constexprs, pointers)
-    return triton.compile(GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": CONSUMER_WARPS.value, "maxnreg": LAUNCH_REGISTERS})
+    return compile_over_copies(gluon_ws_attention_fwd, _meta(parsed, fp8), head_dim, dtype, arch, fp8,
+                               maxnreg=LAUNCH_REGISTERS)
 
 
 def launch_gluon_ws_attention(q, k, v, cos, sin, num_anchor: int, scale: float, config: str | None = None,
@@ -317,24 +304,6 @@ def launch_gluon_ws_attention(q, k, v, cos, sin, num_anchor: int, scale: float, 
     """Run `gluon_ws_attention_fwd` with one config (default: the first of GLUON_WS_CONFIGS,
     or of GLUON_WS_FP8_CONFIGS with fp8) on CUDA, sm_90, fp16/bf16 inputs; as
     `launch_gluon_attention`. Returns [B, L, heads, head_dim] in v's dtype."""
-    config = config or (GLUON_WS_FP8_CONFIGS if fp8 else GLUON_WS_CONFIGS)[0]
-    parsed = parse_gluon_ws_config(config, fp8)
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        raise ValueError(f"the Gluon kernel takes 16-bit inputs (fp16 or bf16), got {q.dtype}")
-    batch, _, num_heads, head_dim = q.shape
-    num_video = cos.shape[0]
-    if fp8:
-        from .fp8_copies import fp8_copies
-
-        out, anchor_sum = anchor_rows_and_sum(v, num_video, num_anchor)
-        _ensure_scratch_allocator()
-        copies, scales, keys_pad = fp8_copies(q, k, v, cos, sin, num_anchor, scale)
-    else:
-        out, anchor_sum, copies = rotated_copies_inputs(q, k, v, cos, sin, num_anchor)
-        scales, keys_pad = (None, None, None), 2 * num_video
-    grid = (triton.cdiv(2 * num_video, 2 * parsed.block_m), batch * num_heads)
-    gluon_ws_attention_fwd[grid](
-        *copies, *scales, anchor_sum, out.stride(0), out.stride(1), out.stride(2), num_heads, num_video, num_anchor,
-        keys_pad, out, QK_SCALE=scale * _LOG2E, HEAD_DIM=head_dim, **_meta(parsed, fp8), maxnreg=LAUNCH_REGISTERS,
-    )
-    return out
+    parsed = parse_gluon_ws_config(config or (GLUON_WS_FP8_CONFIGS if fp8 else GLUON_WS_CONFIGS)[0], fp8)
+    return launch_over_copies(gluon_ws_attention_fwd, 2 * parsed.block_m, q, k, v, cos, sin, num_anchor, scale, fp8,
+                              _meta(parsed, fp8), maxnreg=LAUNCH_REGISTERS)
