@@ -116,7 +116,7 @@ def _pass_turn(turns, CONSUMER: gl.constexpr, PINGPONG: gl.constexpr):
 
 
 @gluon.jit
-def _produce(QR, KR, VR, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, pid_m, pid_bh, num_keys,
+def _produce(QR, KR, VR, q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty, pid_m, pid_bh, num_keys,
              keys_pad, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
              FP8: gl.constexpr):
     """The producer warp. It makes the tensor descriptors itself: the thread that writes a
@@ -138,9 +138,13 @@ def _produce(QR, KR, VR, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empt
         v_desc = tma.make_tensor_descriptor(VR + copy_base, shape=[num_keys, HEAD_DIM], strides=[HEAD_DIM, 1],
                                             block_shape=[BLOCK_N, HEAD_DIM], layout=v_smem.layout)
 
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    _tma_load(q_desc, [pid_m * 2 * BLOCK_M, 0], q_bar, q_smem.index(0))
-    _tma_load(q_desc, [pid_m * 2 * BLOCK_M + BLOCK_M, 0], q_bar, q_smem.index(1))
+    # Each consumer's query tile, on its own barrier. Consumer 1's rows may all lie past 2N
+    # (the last program of a head): no load then, its loop runs on whatever the tile holds
+    # and its epilogue stores nothing.
+    for consumer in gl.static_range(2):
+        row = pid_m * 2 * BLOCK_M + consumer * BLOCK_M
+        mbarrier.expect(q_bars.index(consumer), q_desc.block_type.nbytes, pred=row < num_keys)
+        _tma_load(q_desc, [row, 0], q_bars.index(consumer), q_smem.index(consumer), pred=row < num_keys)
     for tile in range(gl.cdiv(num_keys, BLOCK_N)):
         slot = tile % STAGES
         phase = (tile // STAGES) & 1
@@ -156,11 +160,11 @@ def _produce(QR, KR, VR, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empt
 
 
 @gluon.jit
-def _consume(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, turns, pid_m, pid_bh, num_keys, Q_SCALE, K_SCALE, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol, stride_oh,
-             num_heads, num_video, num_anchor, QK_SCALE: gl.constexpr, HEAD_DIM: gl.constexpr,
-             BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, FP8: gl.constexpr,
-             LOG2_P_SCALE: gl.constexpr, PINGPONG: gl.constexpr, LAZY_RESCALE: gl.constexpr,
-             CONSUMER: gl.constexpr):
+def _consume(q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty, turns, pid_m, pid_bh, num_keys,
+             Q_SCALE, K_SCALE, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol, stride_oh, num_heads, num_video,
+             num_anchor, QK_SCALE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+             BLOCK_N: gl.constexpr, STAGES: gl.constexpr, FP8: gl.constexpr, LOG2_P_SCALE: gl.constexpr,
+             PINGPONG: gl.constexpr, LAZY_RESCALE: gl.constexpr, CONSUMER: gl.constexpr):
     """Consumer CONSUMER (0 or 1): query rows pid_m * 2 * BLOCK_M + CONSUMER * BLOCK_M on,
     over every key tile, then the epilogue; gluon_attention_fwd's loop with the loads and the
     CTA barrier replaced by waits on "ready" and arrivals on "empty"."""
@@ -185,7 +189,7 @@ def _consume(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, 
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
 
     # Tile 0: its q.k and softmax (nothing to overlap with yet).
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bars.index(CONSUMER), 0, pred=row0 < num_keys)
     _take_turn(turns, CONSUMER, 0, PINGPONG)
     mbarrier.wait(k_ready.index(0), 0)
     s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
@@ -252,31 +256,31 @@ def gluon_ws_attention_fwd(
     q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], q_shared)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_shared)
 
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(q_bars.index(i), count=1)
+        mbarrier.init(turns.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)  # one arrival a consumer
         mbarrier.init(v_empty.index(i), count=2)
-    for i in gl.static_range(2):
-        mbarrier.init(turns.index(i), count=1)
 
     gl.warp_specialize([
-        (_consume, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, turns,
+        (_consume, (q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty, turns,
                     pid_m, pid_bh, num_keys, Q_SCALE, K_SCALE, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol,
                     stride_oh, num_heads, num_video, num_anchor, QK_SCALE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, FP8,
                     LOG2_P_SCALE, PINGPONG, LAZY_RESCALE, 0)),
-        (_consume, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, turns,
+        (_consume, (q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty, turns,
                     pid_m, pid_bh, num_keys, Q_SCALE, K_SCALE, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol,
                     stride_oh, num_heads, num_video, num_anchor, QK_SCALE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, FP8,
                     LOG2_P_SCALE, PINGPONG, LAZY_RESCALE, 1)),
-        (_produce, (QR, KR, VR, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, pid_m, pid_bh,
+        (_produce, (QR, KR, VR, q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty, pid_m, pid_bh,
                     num_keys, keys_pad, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, FP8)),
     ],
                        [CONSUMER_WARPS, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
