@@ -305,7 +305,6 @@ def _store_video_rows(acc, m_i, l_i, row0, pid_bh, V_SCALE, ANCHOR_SUM, OUT, str
              mask=(rows < num_keys)[:, None])
 
 
-
 @gluon.jit
 def _value_operand(v_smem, slot, FP8: gl.constexpr):
     """p.v's second operand from a ring slot: [keys, D] (a transposed view of v's FP8 tile)."""

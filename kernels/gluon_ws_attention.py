@@ -2,7 +2,7 @@
 
 kernels/gluon_attention.py overlaps each warpgroup's softmax with its own p.v, but its
 warpgroups also issue the TMA loads and meet at a CTA barrier at every key tile, before a
-slot is refilled. FlashAttention-3 gets its last 10-15 % on Hopper from splitting those jobs
+slot is refilled. FlashAttention-3 reports its gains on Hopper from splitting those jobs
 (warp specialisation) and from letting two warpgroups take turns at the tensor cores. Here
 one program has three partitions (`gl.warp_specialize`):
 
@@ -56,8 +56,8 @@ from .gluon_attention import (
 )
 
 # "BLOCK_MxBLOCK_N sSTAGES" (+ " pingpong", + " lazy"): BLOCK_M query rows a consumer (two
-# consumers a program), BLOCK_N keys a tile. 64x128 is FlashAttention-3's tile for head_dim
-# 128 (64 rows a warpgroup, 128 keys). None has been timed.
+# consumers a program), BLOCK_N keys a tile. 64x128 is FlashAttention-3's split for head_dim
+# 128 (two warpgroups of 64 rows, 128 keys a tile). None has been timed.
 GLUON_WS_CONFIGS = ("64x128 s2 pingpong", "64x128 s2", "64x128 s3 pingpong", "64x64 s3 pingpong",
                     "64x128 s2 pingpong lazy")
 GLUON_WS_FP8_CONFIGS = ("64x128 s2 pingpong", "64x128 s2", "64x64 s3 pingpong")
@@ -102,9 +102,9 @@ def parse_gluon_ws_config(name: str, fp8: bool = False) -> GluonWsConfig:
 
 @gluon.jit
 def _take_turn(turns, CONSUMER: gl.constexpr, tile, PINGPONG: gl.constexpr):
-    """Wait until the other consumer has issued its MMAs for the previous tile (consumer 1)
-    or for this one (consumer 0, which goes first: at tile 0 its wait is on the phase before
-    a fresh barrier's first, which counts as complete)."""
+    """Consumer 0 waits until consumer 1 has issued its MMAs for the previous tile (at tile 0
+    on the phase before a fresh barrier's first, which counts as complete: consumer 0 goes
+    first); consumer 1 waits until consumer 0 has issued its own for this tile."""
     if PINGPONG:
         mbarrier.wait(turns.index(CONSUMER), (tile & 1) ^ (1 - CONSUMER))
 
