@@ -330,8 +330,7 @@ def compile_over_copies(fn, meta: dict, head_dim: int, dtype: str, arch: int, fp
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    meta = dict(meta)
-    options = {"num_warps": meta.pop("num_warps"), **options}
+    options = {"num_warps": meta["num_warps"], **options}  # a constexpr of the kernel too
     constexprs = dict(QK_SCALE=head_dim**-0.5 * _LOG2E, HEAD_DIM=head_dim, **meta)
     copies = "fp8e4nv" if fp8 else dtype
     pointers = dict(QR=f"*{copies}", KR=f"*{copies}", VR=f"*{copies}", ANCHOR_SUM="*fp32", OUT=f"*{dtype}")
