@@ -88,6 +88,7 @@ def test_config_names():
 # The cases and checks of the GPU tests, shared with tests/kernels/test_gluon_ws_attention.py
 # (the warp-specialised form): each takes the kernel's launcher.
 REFERENCE_CASES = [
+    pytest.param(1, 2, 3, 2, 1, 1, torch.bfloat16, id="N6-A2-bf16"),  # one key tile, partial: no loop iteration
     pytest.param(2, 5, 7, 65, 1, 2, torch.bfloat16, id="N70-A65-bf16"),  # a partial last key tile
     pytest.param(2, 6, 8, 0, 2, 1, torch.bfloat16, id="N96-A0-B2-bf16"),  # full tiles, no anchors
     pytest.param(3, 9, 10, 1, 1, 2, torch.float16, id="N270-A1-fp16"),  # several tiles of every config
