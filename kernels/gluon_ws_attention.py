@@ -190,8 +190,8 @@ def _consume(q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty,
 
     # Tile 0: its q.k and softmax (nothing to overlap with yet).
     mbarrier.wait(q_bars.index(CONSUMER), 0, pred=row0 < num_keys)
-    _take_turn(turns, CONSUMER, 0, PINGPONG)
     mbarrier.wait(k_ready.index(0), 0)
+    _take_turn(turns, CONSUMER, 0, PINGPONG)
     s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
     _pass_turn(turns, CONSUMER, PINGPONG)
     s = warpgroup_mma_wait(0, deps=(s, ))
@@ -202,9 +202,11 @@ def _consume(q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty,
     for tile in range(1, num_tiles):
         slot = tile % STAGES
         prev = (tile - 1) % STAGES
-        # This tile's q.k, then the previous tile's p.v, both in flight (in turn, with PINGPONG).
-        _take_turn(turns, CONSUMER, tile, PINGPONG)
+        # This tile's q.k, then the previous tile's p.v, both in flight (in turn, with PINGPONG:
+        # the turn taken once the key tile is there, so that a consumer waiting for data does
+        # not hold it).
         mbarrier.wait(k_ready.index(slot), (tile // STAGES) & 1)
+        _take_turn(turns, CONSUMER, tile, PINGPONG)
         s = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_init, use_acc=False, is_async=True)
         mbarrier.wait(v_ready.index(prev), ((tile - 1) // STAGES) & 1)
         acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), _value_operand(v_smem, prev, FP8), acc,
