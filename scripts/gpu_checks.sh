@@ -112,8 +112,9 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 # SAMA_RT_AUTOTUNE=0: one config per shape in the tests (the attention section autotunes and
 # checks the chosen config at the real shapes).
 # Without a Gluon kernel's tests when it (native or FP8) hung in the sweep (they would hang
-# the section): the plain one's, the warp-specialised one's, each on its own.
-TIMEOUT[tests]=270;   CMD[tests]="gluon=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py'; grep -qE '\"gluon ws( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon=\"\$gluon --ignore=tests/kernels/test_gluon_ws_attention.py\"; SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+# the section): the plain one's, the warp-specialised one's, each on its own, and their
+# backends' GPU checks in tests/models (SAMA_RT_HUNG_BACKENDS).
+TIMEOUT[tests]=270;   CMD[tests]="gluon=; hung=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py' && hung=triton-gluon; grep -qE '\"gluon ws( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon=\"\$gluon --ignore=tests/kernels/test_gluon_ws_attention.py\" && hung=\"\$hung,triton-gluon-ws\"; SAMA_RT_HUNG_BACKENDS=\$hung SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 TIMEOUT[variants]=420; CMD[variants]="copies_variants"
