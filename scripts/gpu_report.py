@@ -95,7 +95,32 @@ def sweep_table(folder: Path, section: str = "sweep") -> list[str]:
         elif not any(m.get("candidate") == r["candidate"] and "ms" in m for m in rows):  # (else: a failed check)
             why = {124: " (time limit)", 125: " (not run: one of its kind hung)"}.get(r["rc"], "")
             lines.append(f"| - | {r['candidate']} | exit {r['rc']}{why} | - | - | - | - | - |")
-    return lines + [""]
+    return lines + [""] + (target_lines(rows, baseline) if section == "sweep" else [])
+
+
+# The attention issue's target: at least this many TFLOP/s (bf16 equivalent) and faster than
+# torch's default SDPA choice (cuDNN on Hopper), by a kernel that passed its check.
+TARGET_TFLOPS = 600.0
+
+
+def target_lines(rows: list[dict], baseline: dict[str, float]) -> list[str]:
+    """Per shape, the fastest candidate that passed its check, exact and FP8 apart (FP8 is an
+    opt-in approximation), against the target: the decision the sweep is run for."""
+    lines = []
+    for shape in dict.fromkeys(r["shape"] for r in rows if "ms" in r):
+        for label, fp8 in (("exact", False), ("FP8", True)):
+            passed = [r for r in rows if r.get("shape") == shape and "ms" in r and r["passed"]
+                      and not r["candidate"].startswith("sdpa") and ("fp8" in r["candidate"]) == fp8]
+            if not passed:
+                continue
+            best = min(passed, key=lambda r: r["ms"])
+            faster = shape in baseline and best["ms"] < baseline[shape]
+            met = faster and best["tflops"] >= TARGET_TFLOPS
+            versus = f", {baseline[shape] / best['ms']:.2f}x torch's default SDPA" if shape in baseline else ""
+            lines.append(f"- {shape}, fastest {label} candidate: {best['candidate']}, {best['ms']:.2f} ms, "
+                         f"{best['tflops']:.1f} TFLOP/s{versus}: target (>= {TARGET_TFLOPS:.0f} TFLOP/s and faster "
+                         f"than torch's default SDPA) {'met' if met else 'not met'}.")
+    return lines + [""] if lines else []
 
 
 def _runtime(bench: dict) -> str:

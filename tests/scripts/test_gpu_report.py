@@ -51,6 +51,8 @@ def test_report_from_real_outputs(tmp_path):
         '{"candidate": "once: 128x64 w8 s3 split", "rc": 1}',
         '{"candidate": "in-loop: 64x32 w4 s3 split", "rc": 1}',
         '{"candidate": "gluon: 64x64 w4 s2", "rc": 125}',
+        json.dumps({"shape": "49f", "candidate": "gluon ws fp8: 64x128 s2 pingpong", "ms": 100.0, "tflops": 675.0,
+                    "peak_mem_gib": 3.0, "err": 3e-2, "flash_err": 2e-4, "passed": True}),
         json.dumps({"shape": "49f", "candidate": "sdpa: default", "ms": 112.0, "tflops": 602.7,
                     "peak_mem_gib": 4.0, "err": 2e-4, "flash_err": 2e-4, "passed": True})]))
     (tmp_path / "fp8error.out").write_text(json.dumps(fp8.bench_config("tiny", 1, torch.device("cpu"), False)))
@@ -73,6 +75,12 @@ def test_report_from_real_outputs(tmp_path):
     assert "| - | once: 128x64 w8 s3 split |" not in text  # exit 1 for its failed check, in its own row
     assert "| - | in-loop: 64x32 w4 s3 split | exit 1 |" in text  # exit 1 with no row: it raised
     assert "| - | gluon: 64x64 w4 s2 | exit 125 (not run: one of its kind hung) |" in text
+    # the decision: the fastest passing candidate, exact (the failed 150 ms one left out) and FP8
+    # apart, against the target
+    assert ("- 49f, fastest exact candidate: once: 128x64 w8 s3 split flat, 140.00 ms, 482.3 TFLOP/s, 0.80x torch's "
+            "default SDPA: target (>= 600 TFLOP/s and faster than torch's default SDPA) not met.") in text
+    assert ("- 49f, fastest FP8 candidate: gluon ws fp8: 64x128 s2 pingpong, 100.00 ms, 675.0 TFLOP/s, 1.12x torch's "
+            "default SDPA: target (>= 600 TFLOP/s and faster than torch's default SDPA) met.") in text
     assert ("| 1.00e-03 | 1.50e-03 | 1.20e-03 | 2.00e-03 | 3.00e-02 (6.00e-02) | 4.40e-03, 0.99900 | 2.50e-02 | "
             "4.30e-03, 0.99910 | True |") in text
     assert "| - | 2.00e-03 | - | - | - | - | True |" in text
