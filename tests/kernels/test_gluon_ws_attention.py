@@ -3,7 +3,8 @@ consumer warpgroups taking turns at the tensor cores).
 
 As for the plain Gluon kernel: on CPU these compile it for sm_90 and read the compiled code;
 its numbers are checked only on a Hopper GPU, with the plain kernel's checks
-(tests/kernels/test_gluon_attention.py). Kept in a file of its own so that the GPU script can
+(tests/kernels/test_gluon_attention.py). Its barrier protocol runs on CPU too, against a model
+of Hopper's mbarriers (the end of this file). Kept in a file of its own so that the GPU script can
 leave these out when the kernel hung in its sweep (a wrong barrier phase hangs), and still run
 the plain kernel's.
 """
@@ -147,3 +148,171 @@ def test_reached_through_anchor_attention_only_where_it_can_run():
                                    launch_gluon_ws_attention(q, k, v, cos, sin, 1, 128**-0.5), atol=0, rtol=0)
     with pytest.raises(ValueError, match=r"keys='copies' \(native or fp8\)"):
         anchor_attention(q, k, v, cos, sin, 1, keys="once", language="gluon-ws")
+
+
+# --------------------------------------------------------------------------------------------
+# The barrier protocol, checked on CPU against a model of Hopper's mbarriers
+# --------------------------------------------------------------------------------------------
+# Gluon has no interpreter, and a wrong barrier phase hangs a GPU rather than fail a test. So
+# the kernel's synchronisation (_produce and _consume, transcribed step for step below: keep
+# the two in step) runs here as three coroutines under many random schedules, with the TMA
+# loads and the warpgroup MMAs as asynchronous events that complete at random later moments.
+# Each MMA reads its ring slot when it is issued and again when it completes: a slot refilled
+# while an MMA still reads it, a wait that never ends, or consumers issuing out of turn fail.
+
+
+class _Barrier:
+    """An mbarrier: `count` arrivals (plus any expected TMA bytes) complete a phase;
+    `wait(parity)` passes once the phase of that parity has completed, which for a fresh
+    barrier is true of parity 1 (the phase "before" the first)."""
+
+    def __init__(self, count):
+        self.count, self.pending, self.tx, self.completed = count, count, 0, 0
+
+    def arrive(self, tx=0):
+        self.pending -= 1
+        self.tx += tx
+        self._maybe_complete()
+
+    def land(self, tx):
+        self.tx -= tx
+        self._maybe_complete()
+
+    def _maybe_complete(self):
+        assert self.pending >= 0 and self.tx >= 0, "an arrival or a load too many for this phase"
+        if self.pending == 0 and self.tx == 0:
+            self.completed, self.pending = self.completed + 1, self.count
+
+    def passed(self, parity):
+        return (self.completed & 1) != parity
+
+
+def _run_protocol(num_tiles, stages, pingpong, consumer1_rows_valid, rng):
+    k_ready, v_ready = [_Barrier(1) for _ in range(stages)], [_Barrier(1) for _ in range(stages)]
+    k_empty, v_empty = [_Barrier(2) for _ in range(stages)], [_Barrier(2) for _ in range(stages)]
+    q_bars, turns = [_Barrier(1), _Barrier(1)], [_Barrier(1), _Barrier(1)]
+    slots = {"q": [None, None], "k": [None] * stages, "v": [None] * stages}  # which tile each slot holds
+    loads, mmas = [], {0: [], 1: []}  # in flight: (barrier, operand, slot, tile); (operand, slot, tile)
+    issued = []  # (consumer, tile) in the order the MMAs were issued
+
+    def wait(barrier, parity):
+        while not barrier.passed(parity):
+            yield
+
+    def load(barrier, operand, slot, tile):
+        barrier.arrive(tx=1)  # mbarrier.expect: an arrival that also expects the TMA's bytes
+        loads.append((barrier, operand, slot, tile))
+
+    def mma(consumer, operand, slot, tile):
+        assert slots[operand][slot] == tile, f"consumer {consumer} issued on {operand}{tile}: slot holds the wrong tile"
+        assert operand == "v" or slots["q"][consumer] == 0 or not (consumer == 0 or consumer1_rows_valid)
+        mmas[consumer].append((operand, slot, tile))
+
+    def wait_mmas(consumer, in_flight):
+        while len(mmas[consumer]) > in_flight:
+            yield
+
+    def take_turn(consumer, tile):
+        if pingpong:
+            yield from wait(turns[consumer], (tile & 1) ^ (1 - consumer))
+
+    def pass_turn(consumer):
+        if pingpong:
+            turns[1 - consumer].arrive()
+
+    def produce():  # _produce
+        for consumer in (0, 1):
+            if consumer == 0 or consumer1_rows_valid:
+                load(q_bars[consumer], "q", consumer, 0)
+        for tile in range(num_tiles):
+            slot, phase = tile % stages, (tile // stages) & 1
+            yield from wait(k_empty[slot], phase ^ 1)
+            load(k_ready[slot], "k", slot, tile)
+            yield from wait(v_empty[slot], phase ^ 1)
+            load(v_ready[slot], "v", slot, tile)
+
+    def consume(consumer):  # _consume
+        if consumer == 0 or consumer1_rows_valid:
+            yield from wait(q_bars[consumer], 0)
+        yield from wait(k_ready[0], 0)
+        yield from take_turn(consumer, 0)
+        mma(consumer, "k", 0, 0)
+        issued.append((consumer, 0))
+        pass_turn(consumer)
+        yield from wait_mmas(consumer, 0)
+        k_empty[0].arrive()
+        for tile in range(1, num_tiles):
+            slot, prev = tile % stages, (tile - 1) % stages
+            yield from wait(k_ready[slot], (tile // stages) & 1)
+            yield from take_turn(consumer, tile)
+            mma(consumer, "k", slot, tile)
+            yield from wait(v_ready[prev], ((tile - 1) // stages) & 1)
+            mma(consumer, "v", prev, tile - 1)
+            issued.append((consumer, tile))
+            pass_turn(consumer)
+            yield from wait_mmas(consumer, 1)
+            k_empty[slot].arrive()
+            yield from wait_mmas(consumer, 0)
+            v_empty[prev].arrive()
+        last = (num_tiles - 1) % stages
+        yield from wait(v_ready[last], ((num_tiles - 1) // stages) & 1)
+        mma(consumer, "v", last, num_tiles - 1)
+        yield from wait_mmas(consumer, 0)
+
+    running = {"producer": produce(), 0: consume(0), 1: consume(1)}
+    for _ in range(100_000):
+        events = [("step", name) for name in running] + [("load", i) for i in range(len(loads))]
+        events += [("mma", c) for c in (0, 1) if mmas[c]]
+        if not running and not loads:
+            break
+        kind, which = events[rng.randrange(len(events))]
+        if kind == "step":
+            try:
+                next(running[which])
+            except StopIteration:
+                del running[which]
+        elif kind == "load":  # a TMA load lands: the slot now holds its tile
+            barrier, operand, slot, tile = loads.pop(which)
+            slots[operand][slot] = tile
+            barrier.land(1)
+        else:  # the oldest MMA of a consumer completes, having read its slot throughout
+            operand, slot, tile = mmas[which].pop(0)
+            assert slots[operand][slot] == tile, f"{operand}{tile}'s slot was refilled while consumer {which} read it"
+    else:
+        raise AssertionError(f"deadlock: {sorted(map(str, running))} still waiting")
+    if pingpong:
+        assert issued == [(c, t) for t in range(num_tiles) for c in (0, 1)], issued
+    return issued
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+@pytest.mark.parametrize("pingpong", [False, True])
+def test_barrier_protocol_under_random_schedules(stages, pingpong):
+    """Every tile count from 1 (no loop iteration) to 7, a second consumer with rows and
+    without (a head's last program): no deadlock, no slot refilled under a reading MMA,
+    each consumer's tiles issued in order, and with pingpong the consumers alternating."""
+    import random
+
+    rng = random.Random(stages * 2 + pingpong)
+    for num_tiles in range(1, 8):
+        for consumer1_rows_valid in (True, False):
+            for _ in range(150):
+                issued = _run_protocol(num_tiles, stages, pingpong, consumer1_rows_valid, rng)
+                for consumer in (0, 1):
+                    assert [t for c, t in issued if c == consumer] == list(range(num_tiles))
+
+
+def test_barrier_protocol_model_catches_a_wrong_phase(monkeypatch):
+    """The model is not vacuous: a producer that waits for an "empty" slot on the wrong phase
+    (the fresh barrier's first phase instead of the one before it) never starts, and that is
+    reported as a deadlock."""
+    import random
+
+    right = _Barrier.passed
+
+    def wrong_for_empty_slots(barrier, parity):  # the "empty" barriers are the ones of count 2
+        return right(barrier, parity ^ 1 if barrier.count == 2 else parity)
+
+    monkeypatch.setattr(_Barrier, "passed", wrong_for_empty_slots)
+    with pytest.raises(AssertionError, match="deadlock"):
+        _run_protocol(3, 2, True, True, random.Random(0))
