@@ -173,13 +173,10 @@ def gluon_attention_fwd(
     for i in gl.static_range(STAGES):
         _load_tile(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, num_tiles, BLOCK_N, STAGES, FP8)
 
-    rows_s = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    q_scale = _query_scales(Q_SCALE, pid_bh, pid_m * BLOCK_M, num_keys, QK_SCALE, BLOCK_M, FP8, s_layout)
+    k_scales = K_SCALE
     if FP8:
-        q_scale = gl.load(Q_SCALE + pid_bh.to(gl.int64) * num_keys + rows_s, mask=rows_s < num_keys, other=1.0)
         k_scales = K_SCALE + pid_bh * gl.cdiv(num_keys, FP8_KEY_BLOCK)
-    else:
-        q_scale = gl.full([BLOCK_M], QK_SCALE, gl.float32, layout=gl.SliceLayout(1, s_layout))
-        k_scales = K_SCALE
 
     # Tile 0: its q.k and softmax (nothing to overlap with yet).
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
@@ -224,6 +221,18 @@ def gluon_attention_fwd(
 
     _store_video_rows(acc, m_i, l_i, pid_m * BLOCK_M, pid_bh, V_SCALE, ANCHOR_SUM, OUT, stride_ob, stride_ol,
                       stride_oh, num_heads, num_video, num_anchor, BLOCK_M, HEAD_DIM, FP8, o_layout)
+
+
+@gluon.jit
+def _query_scales(Q_SCALE, pid_bh, row0, num_keys, QK_SCALE: gl.constexpr, BLOCK_M: gl.constexpr, FP8: gl.constexpr,
+                  s_layout: gl.constexpr):
+    """The per-row factor of `_row_scale` for the BLOCK_M query rows from row0 of (batch,
+    head) pid_bh: native, the softmax scale; FP8, q's row scales (softmax scale folded in)."""
+    if FP8:
+        rows = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+        return gl.load(Q_SCALE + pid_bh.to(gl.int64) * num_keys + rows, mask=rows < num_keys, other=1.0)
+    else:
+        return gl.full([BLOCK_M], QK_SCALE, gl.float32, layout=gl.SliceLayout(1, s_layout))
 
 
 @gluon.jit

@@ -46,6 +46,7 @@ from .anchor_attention import FP8_KEY_BLOCK
 from .gluon_attention import (
     _LOG2_E4M3_MAX,
     _first_softmax_tile,
+    _query_scales,
     _rescaled,
     _softmax_tile,
     _store_video_rows,
@@ -178,13 +179,10 @@ def _consume(q_smem, k_smem, v_smem, q_bars, k_ready, v_ready, k_empty, v_empty,
                                                  k_width=32 // dtype.primitive_bitwidth)
     num_tiles = gl.cdiv(num_keys, BLOCK_N)
     row0 = pid_m * 2 * BLOCK_M + CONSUMER * BLOCK_M
-    rows_s = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    q_scale = _query_scales(Q_SCALE, pid_bh, row0, num_keys, QK_SCALE, BLOCK_M, FP8, s_layout)
+    k_scales = K_SCALE
     if FP8:
-        q_scale = gl.load(Q_SCALE + pid_bh.to(gl.int64) * num_keys + rows_s, mask=rows_s < num_keys, other=1.0)
         k_scales = K_SCALE + pid_bh * gl.cdiv(num_keys, FP8_KEY_BLOCK)
-    else:
-        q_scale = gl.full([BLOCK_M], QK_SCALE, gl.float32, layout=gl.SliceLayout(1, s_layout))
-        k_scales = K_SCALE
     q_tile = q_smem.index(CONSUMER)
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
 
