@@ -111,10 +111,11 @@ class KernelLanguage(Choice):
     """What the kernel is written in. TRITON: every variant above. GLUON: keys="copies" as
     kernels/gluon_attention.py writes it, in Triton's lower-level dialect, with the softmax
     overlapped with the dots, native or fp8 (over the e4m3 copies of kernels/fp8_copies.py);
-    compiled only (Gluon has no interpreter), Hopper only, and not yet run on a GPU
-    (docs/BENCHMARKS.md): opt-in, as the model's `triton-gluon` attention (native). GLUON_WS:
-    the same, warp-specialised (kernels/gluon_ws_attention.py: a producer warp, two consumer
-    warpgroups taking turns at the tensor cores), the model's `triton-gluon-ws`.
+    compiled only (Gluon has no interpreter), Hopper only: the model's `triton-gluon` attention
+    (native). GLUON_WS: the same, warp-specialised (kernels/gluon_ws_attention.py: a producer
+    warp, two consumer warpgroups taking turns at the tensor cores), the model's
+    `triton-gluon-ws`: the fastest form on Hopper (docs/BENCHMARKS.md), what the model's
+    "auto" attention runs there.
     """
 
     TRITON = "triton"

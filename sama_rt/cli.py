@@ -59,13 +59,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default: bfloat16 on CUDA, float32 on CPU")
     g.add_argument("--attention", default="auto", choices=attention_backend_names(),
-                   help="self-attention: auto is SDPA (fastest measured on an H100); triton runs the fused "
+                   help="self-attention: auto runs triton-gluon-ws on a Hopper GPU (the fastest measured there, "
+                        "1.08-1.11x cuDNN SDPA on an H200) and SDPA elsewhere; triton runs the fused "
                         "anchor-attention kernel, triton-in-loop the same kernel rotating keys in its loop "
                         "(less memory, slower), triton-fp8 its FP8 variant (an approximation), triton-copies its "
-                        "fastest form on Hopper (q, k, v copied: more memory), triton-fp8-copies that form in FP8 "
-                        "(Hopper; an approximation, not yet timed), triton-gluon the copies form in Gluon, "
-                        "triton-gluon-ws that form warp-specialised (Hopper; both experimental, not yet run "
-                        "on a GPU)")
+                        "form over rotated copies of q, k, v (Hopper; more memory), triton-fp8-copies that form "
+                        "in FP8 (Hopper; an approximation), triton-gluon the copies form in Gluon, "
+                        "triton-gluon-ws that form warp-specialised (Hopper)")
     g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto"],
                    help="what runs the models (onnxruntime: exported graphs; tensorrt: engines)")
     g.add_argument("--onnx-dir", type=Path, help="graphs from `sama-rt export` (--backend onnxruntime)")

@@ -63,11 +63,10 @@ def collect_info() -> dict:
     }
     # Gluon has no interpreter: compiled, on a Hopper GPU, or not at all.
     gluon = {"available": triton_ok and cuda and hopper_ok,
-             "why": (hopper_why + "; experimental, not yet run on a GPU") if triton_ok and cuda
-             else "Gluon kernels run only compiled, on a Hopper GPU"}
+             "why": hopper_why if triton_ok and cuda else "Gluon kernels run only compiled, on a Hopper GPU"}
     info["attention"] = {
         "reference": {"available": True, "why": "plain torch, float32"},
-        "sdpa": {"available": True, "why": "torch scaled_dot_product_attention (what auto picks)"},
+        "sdpa": {"available": True, "why": "torch scaled_dot_product_attention (what auto picks off Hopper)"},
         "triton": {"available": triton_ok, "why": triton_why},
         "triton-in-loop": {"available": triton_ok, "why": triton_why},
         # Without CUDA, Triton is available only as the CPU interpreter, which runs fp8 too.
@@ -78,7 +77,7 @@ def collect_info() -> dict:
         "triton-fp8-copies": {"available": triton_ok and (hopper_ok or not cuda),
                               "why": hopper_why if triton_ok and cuda else triton_why},
         "triton-gluon": gluon,
-        "triton-gluon-ws": gluon,
+        "triton-gluon-ws": dict(gluon, why=gluon["why"] + " (what auto picks on Hopper)"),
     }
     info["runtime"] = {
         "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},

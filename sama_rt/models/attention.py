@@ -9,9 +9,7 @@ that contract:
   (flash / memory-efficient kernels on GPU, the fused CPU kernel here).
 - `triton`: the fused anchor-attention kernel (anchors collapsed to one virtual key, q
   rotated in-kernel, the keys rotated once into a copy by a Triton pre-pass: the kernels'
-  KeyRotation.ONCE); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1. Opt-in:
-  "auto" picks SDPA, which was faster on the H100 it was measured on (see
-  select_attention_backend).
+  KeyRotation.ONCE); CUDA only, or the CPU interpreter when TRITON_INTERPRET=1.
 - `triton-in-loop`: the same kernel rotating every key tile inside its loop (no rotated
   copy: ~0.8 GiB less at 81 frames, but 1.65x slower on an H100, docs/BENCHMARKS.md).
 - `triton-fp8`: the in-loop kernel with q.k and p.v in float8 e4m3 (per-block scales); an
@@ -20,17 +18,18 @@ that contract:
   every query block.
 - `triton-fp8-copies`: the FP8 loop of kernels/fp8_copies.py: q, k and v quantized once into
   e4m3 copies (~1.9 GiB at 81 frames, half the bf16 copies of `triton-copies`), so that the
-  loop converts nothing but p; Hopper only, opt-in, not yet timed on a GPU.
+  loop converts nothing but p; Hopper only, opt-in (an H200 ran it at 1.09x cuDNN SDPA).
 - `triton-copies`: the kernel as one plain flash-attention loop (kernels/rotated_copies.py:
   q, k rotated and v copied once, ~2.5 GiB more than `triton` at 81 frames); Hopper only.
   The fastest Triton loop on an H100 (133.8 vs 142.0 ms at 49 frames), still slower than
   the cuDNN attention that `sdpa` runs there (118.8 ms).
 - `triton-gluon`: `triton-copies` as kernels/gluon_attention.py writes it in Gluon, with each
   tile's softmax overlapped with the previous tile's p.v; Hopper only (compiled, no
-  interpreter). Experimental: not yet run on a GPU, so it must pass the self-check first.
+  interpreter).
 - `triton-gluon-ws`: `triton-gluon` warp-specialised (kernels/gluon_ws_attention.py: a
   producer warp loads, two consumer warpgroups take turns at the tensor cores, as
-  FlashAttention-3 runs on Hopper); the same conditions.
+  FlashAttention-3 runs on Hopper); the same conditions. What "auto" picks on a Hopper GPU
+  (select_attention_backend): the fastest attention measured there.
 """
 from __future__ import annotations
 
@@ -111,18 +110,13 @@ def select_attention_backend(
 ) -> AttentionBackend:
     """Pick the attention backend for `device`. `requested` is a backend name or "auto".
 
-    auto: SDPA on every device. On an H100 (docs/BENCHMARKS.md, 2026-11-26, side by side) the
-    fused Triton kernel (keys rotated once) ran at 1.33x flash SDPA but 0.84x torch's default
-    SDPA choice there (cuDNN attention: 117.9 vs 140.6 ms per call at 49 frames; the fastest
-    Triton loop, triton-copies, 133.8 vs 118.8), and the 14B step took 9.51 s with it against
-    8.95 s with SDPA, so the kernel is opt-in until it is measured faster. An explicit Triton
-    backend on CUDA first passes a one-off self-check at (head_dim, dtype) on this GPU, so a
-    miscompiled kernel fails loudly instead of editing badly.
+    auto: the fused kernel where it was measured fastest, SDPA elsewhere (see auto_attention_backend).
+    An explicit Triton backend on CUDA first passes a one-off self-check at (head_dim, dtype)
+    on this GPU, so a miscompiled kernel fails loudly instead of editing badly.
     """
     device = torch.device(device)
     if requested == "auto":
-        logger.info("attention: sdpa (auto)")
-        return AttentionBackend.SDPA
+        return auto_attention_backend(device, head_dim, dtype)
     backend = AttentionBackend.parse(requested, also_valid=("auto",))
     if backend.uses_triton:
         ok, why = triton_available()
@@ -137,6 +131,44 @@ def select_attention_backend(
         if not ok:
             raise RuntimeError(f"attention backend {backend.value!r} cannot run here: {why}")
     return backend
+
+
+# Where "auto" runs the fused kernel: what it was measured and tested at on a GPU.
+AUTO_KERNEL_CAPABILITY = (9, 0)
+AUTO_KERNEL_HEAD_DIM = 128
+
+
+def auto_attention_backend(device: torch.device, head_dim: int, dtype: torch.dtype) -> AttentionBackend:
+    """What "auto" runs: `triton-gluon-ws` on a Hopper GPU (compute capability 9.0) at head_dim
+    128 in bf16/fp16, if it passes its self-check there; SDPA everywhere else.
+
+    On an H200 (docs/BENCHMARKS.md, 2026-11-26, side by side) the warp-specialised Gluon
+    kernel ran at 1.08-1.11x torch's default SDPA (cuDNN attention: 109.8-111.9 vs
+    118.6-122.5 ms per call at 49 frames, 604-616 TFLOP/s) and the 14B step took 7.86 s
+    against 8.74 s with SDPA. The Triton-language loops lost to cuDNN on an H100 (0.84-0.89x),
+    and nothing was measured on other GPUs (Ampere, Ada, Blackwell, whose tensor-core
+    instructions the Gluon kernel does not use), nor at other head dims: SDPA there. A kernel
+    that fails its self-check falls back to SDPA with a warning rather than stopping an edit."""
+    device = torch.device(device)
+    reason = None
+    if device.type != "cuda":
+        reason = f"{device.type} device"
+    elif torch.cuda.get_device_capability(device) != AUTO_KERNEL_CAPABILITY:
+        major, minor = torch.cuda.get_device_capability(device)
+        reason = f"compute capability {major}.{minor}, not Hopper's 9.0"
+    elif head_dim != AUTO_KERNEL_HEAD_DIM or dtype not in (torch.bfloat16, torch.float16):
+        reason = f"head_dim {head_dim} in {dtype}, the kernel is measured at head_dim 128 in bf16/fp16"
+    else:
+        ok, why = triton_available()
+        if ok:
+            ok, why = triton_self_check(device, head_dim, dtype, AttentionBackend.TRITON_GLUON_WS)
+        if ok:
+            logger.info("attention: triton-gluon-ws (auto; %s)", why)
+            return AttentionBackend.TRITON_GLUON_WS
+        logger.warning("attention: sdpa (auto): the warp-specialised kernel cannot run here: %s", why)
+        return AttentionBackend.SDPA
+    logger.info("attention: sdpa (auto: %s)", reason)
+    return AttentionBackend.SDPA
 
 
 _SELF_CHECKS: dict = {}

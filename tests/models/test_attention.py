@@ -61,18 +61,55 @@ def test_self_check_runs_the_backends_kernel_variant(monkeypatch):
     assert not ok and "too large" in why
 
 
-def test_auto_is_sdpa_on_cuda_even_with_a_working_kernel(monkeypatch):
-    # Measured on an H100: the kernel is slower than torch's SDPA, so it is opt-in.
+def _pretend_gpu(monkeypatch, capability, checks):
+    """A CUDA device of `capability` whose kernel self-checks give `checks` (only the choice
+    among backends is tested here; the kernels themselves are tested on a GPU)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
-    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, AttentionBackend.TRITON): (True, "ok")})
+    monkeypatch.setattr(attention, "_SELF_CHECKS", checks)
+
+
+def test_auto_runs_the_warp_specialised_kernel_on_hopper_at_the_measured_shape(monkeypatch):
+    # Measured on an H200: faster than torch's default SDPA (cuDNN) there, docs/BENCHMARKS.md.
+    ws = AttentionBackend.TRITON_GLUON_WS
+    _pretend_gpu(monkeypatch, (9, 0), {("cuda", 128, dtype, ws): (True, "ok") for dtype in (torch.bfloat16,
+                                                                                            torch.float16)})
+    assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is ws
+    assert select_attention_backend("auto", "cuda", 128, torch.float16) is ws
+    # Not measured (or not possible) elsewhere: SDPA.
+    assert select_attention_backend("auto", "cuda", 64, torch.bfloat16) is AttentionBackend.SDPA
+    assert select_attention_backend("auto", "cuda", 128, torch.float32) is AttentionBackend.SDPA
+    assert select_attention_backend("auto", "cpu", 128, torch.bfloat16) is AttentionBackend.SDPA
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 9), (10, 0), (12, 0)])
+def test_auto_is_sdpa_off_hopper_even_with_a_working_kernel(monkeypatch, capability):
+    # The Gluon kernel is Hopper's instructions; the Triton loops lost to cuDNN on an H100.
+    _pretend_gpu(monkeypatch, capability, {("cuda", 128, torch.bfloat16, backend): (True, "ok")
+                                           for backend in AttentionBackend if backend.uses_triton})
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
     assert select_attention_backend("triton", "cuda", 128, torch.bfloat16) is AttentionBackend.TRITON
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="auto runs the fused kernel on a Hopper GPU only")
+def test_auto_runs_the_warp_specialised_kernel_on_this_hopper_gpu():
+    if AttentionBackend.TRITON_GLUON_WS.value in HUNG_BACKENDS:
+        pytest.skip("triton-gluon-ws hung in this run's kernel sweep (SAMA_RT_HUNG_BACKENDS)")
+    assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.TRITON_GLUON_WS
+
+
+def test_auto_falls_back_to_sdpa_with_a_warning_when_the_kernel_fails_its_check(monkeypatch, caplog):
+    _pretend_gpu(monkeypatch, (9, 0), {("cuda", 128, torch.bfloat16, AttentionBackend.TRITON_GLUON_WS):
+                                       (False, "triton kernel failed its self-check: CompilationError")})
+    with caplog.at_level("WARNING", logger=attention.__name__):
+        assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
+    assert "CompilationError" in caplog.text
+
+
 def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
-    monkeypatch.setattr(attention, "triton_available", lambda: (True, "pretend"))
-    monkeypatch.setattr(attention, "_SELF_CHECKS", {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
-                                                    for backend in AttentionBackend if backend.uses_triton})
+    _pretend_gpu(monkeypatch, (9, 0), {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
+                                       for backend in AttentionBackend if backend.uses_triton})
     for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies", "triton-gluon",
                  "triton-gluon-ws"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
