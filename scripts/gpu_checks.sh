@@ -29,6 +29,12 @@
 #                                      # SWEEP_SHAPES=49f
 #                                      # VARIANT_FILTER='(128x32|64x64).* plain'
 #                                      # VARIANT_SHAPES=n70,49f
+#   bash scripts/gpu_checks.sh default # ~9 min: the Hopper default (auto: the warp-specialised
+#                                      # Gluon kernel) where the H200 session of 2026-11-26 did
+#                                      # not measure it: SWEEP_SHAPES=81f SWEEP_FILTER=
+#                                      # '^sdpa: default|^gluon ws: 64x128 s2 pingpong$|^gluon ws fp8: 64x128 s2 pingpong'
+#                                      # then the 14B step at 81 frames with SDPA and with auto,
+#                                      # compiled at 49, and with every speed option
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
@@ -128,6 +134,7 @@ TIMEOUT[fp8attn49]=150; CMD[fp8attn49]="$bench14 --frames 49 --attention triton-
 # Not when the sweep saw a rotated-copies config fail or hang (its time is better spent elsewhere).
 TIMEOUT[copies49]=180; CMD[copies49]="if grep -qE '\"copies: .*\", \"rc\"' $out/sweep.out 2>/dev/null; then echo 'a copies config failed in the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-copies --profile"
 TIMEOUT[sdpa49]=150;  CMD[sdpa49]="$bench14 --frames 49 --attention sdpa"
+TIMEOUT[sdpa81]=200;  CMD[sdpa81]="$bench14 --frames 81 --attention sdpa"
 # Not when a Gluon config failed, hung or was skipped in the sweep (or the sweep did not run them).
 TIMEOUT[gluon49]=180; CMD[gluon49]="if ! grep -q '\"gluon: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon: .*\", \"rc\"' $out/sweep.out; then echo 'the Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon --profile"
 # The same for the warp-specialised Gluon kernel.
@@ -144,6 +151,9 @@ TIMEOUT[fastest49]=300; CMD[fastest49]="$bench14 --frames 49 --fp8-linear --comp
 declare -A GROUP
 GROUP[core]="setup tests attention step49 fastest49 compile81"
 GROUP[kernel]="setup sweep tests sdpa49 gluonws49 gluon49 fp8copies49 copies49 variants step49"
+# What "auto" runs on Hopper (the warp-specialised Gluon kernel) where it was not yet measured:
+# alone and in the step at 81 frames next to SDPA, compiled, and with every speed option.
+GROUP[default]="setup sweep sdpa81 step81 compile49 fastest49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 STEP_SECTIONS = ("step49", "gluonws49", "gluon49", "fp8copies49", "copies49", "sdpa49", "reference49", "step81",
-                 "stages49", "fp8graphs49", "fp8attn49", "inloop49", "compile49", "compile81", "offload49", "fastest49")
+                 "sdpa81", "stages49", "fp8graphs49", "fp8attn49", "inloop49", "compile49", "compile81", "offload49", "fastest49")
 
 
 def _load(folder: Path, name: str):
