@@ -320,6 +320,10 @@ def run_bench(bc: BenchConfig) -> dict:
         from .kernels.gluon_ws_attention import GLUON_WS_CONFIGS
 
         result["attention_kernel_config"] = f"gluon ws {GLUON_WS_CONFIGS[0]}"
+    elif attention_used == "triton-gluon-ws-fp8":
+        from .kernels.gluon_ws_attention import GLUON_WS_FP8_CONFIGS
+
+        result["attention_kernel_config"] = f"gluon ws fp8 {GLUON_WS_FP8_CONFIGS[0]}"
     elif attention_used.startswith("triton"):
         from .kernels.anchor_attention import tuned_config
 

@@ -78,6 +78,7 @@ def collect_info() -> dict:
                               "why": hopper_why if triton_ok and cuda else triton_why},
         "triton-gluon": gluon,
         "triton-gluon-ws": dict(gluon, why=gluon["why"] + " (what auto picks on Hopper)"),
+        "triton-gluon-ws-fp8": gluon,
     }
     info["runtime"] = {
         "offload": {"available": True, "why": "DiT blocks and the text encoder kept in host memory"},

@@ -34,7 +34,8 @@
 #                                      # not measure it: SWEEP_SHAPES=81f SWEEP_FILTER=
 #                                      # '^sdpa: default|^gluon ws: 64x128 s2 pingpong$|^gluon ws fp8: 64x128 s2 pingpong'
 #                                      # then the 14B step at 81 frames with SDPA and with auto,
-#                                      # compiled at 49, and with every speed option
+#                                      # at 49 with the FP8 form, compiled, and with every
+#                                      # speed option
 #   bash scripts/gpu_checks.sh SECTION...   # any of the section names below
 #
 # A device call (the H100 of 2026-11-26 took 15 s to install, ~100 s for the tests, 85 s for
@@ -120,7 +121,7 @@ TIMEOUT[setup]=60;    CMD[setup]="python -c 'import av, ftfy' || echo 'MISSING a
 # Without a Gluon kernel's tests when it (native or FP8) hung in the sweep (they would hang
 # the section): the plain one's, the warp-specialised one's, each on its own, and their
 # backends' GPU checks in tests/models (SAMA_RT_HUNG_BACKENDS).
-TIMEOUT[tests]=270;   CMD[tests]="gluon=; hung=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py' && hung=triton-gluon; grep -qE '\"gluon ws( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon=\"\$gluon --ignore=tests/kernels/test_gluon_ws_attention.py\" && hung=\"\$hung,triton-gluon-ws\"; SAMA_RT_HUNG_BACKENDS=\$hung SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
+TIMEOUT[tests]=270;   CMD[tests]="gluon=; hung=; grep -qE '\"gluon( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon='--ignore=tests/kernels/test_gluon_attention.py' && hung=triton-gluon; grep -qE '\"gluon ws( fp8)?: .*\", \"rc\": 12[45]' $out/sweep.out 2>/dev/null && gluon=\"\$gluon --ignore=tests/kernels/test_gluon_ws_attention.py\" && hung=\"\$hung,triton-gluon-ws,triton-gluon-ws-fp8\"; SAMA_RT_HUNG_BACKENDS=\$hung SAMA_RT_AUTOTUNE=0 python -m pytest -v -rfE -p no:cacheprovider $xdist \$gluon tests/kernels tests/models/test_attention.py tests/acceleration tests/parallel/test_attention.py"
 TIMEOUT[attention]=360; CMD[attention]="python benchmarks/attention.py --json"
 TIMEOUT[sweep]=420;   CMD[sweep]="sweep_candidates"
 TIMEOUT[variants]=420; CMD[variants]="copies_variants"
@@ -139,6 +140,8 @@ TIMEOUT[sdpa81]=200;  CMD[sdpa81]="$bench14 --frames 81 --attention sdpa"
 TIMEOUT[gluon49]=180; CMD[gluon49]="if ! grep -q '\"gluon: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon: .*\", \"rc\"' $out/sweep.out; then echo 'the Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon --profile"
 # The same for the warp-specialised Gluon kernel.
 TIMEOUT[gluonws49]=180; CMD[gluonws49]="if ! grep -q '\"gluon ws: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon ws: .*\", \"rc\"' $out/sweep.out; then echo 'the warp-specialised Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon-ws --profile"
+# The same for its FP8 form.
+TIMEOUT[gluonwsfp849]=180; CMD[gluonwsfp849]="if ! grep -q '\"gluon ws fp8: ' $out/sweep.out 2>/dev/null || grep -qE '\"gluon ws fp8: .*\", \"rc\"' $out/sweep.out; then echo 'the warp-specialised FP8 Gluon kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-gluon-ws-fp8 --profile"
 # Not when an FP8 copies config failed, hung or was skipped in the sweep (or the sweep did not run them).
 TIMEOUT[fp8copies49]=180; CMD[fp8copies49]="if ! grep -q '\"fp8 copies: ' $out/sweep.out 2>/dev/null || grep -qE '\"fp8 copies: .*\", \"rc\"' $out/sweep.out; then echo 'the FP8 copies kernel did not pass the sweep: not run' >&2; exit 3; fi; $bench14 --frames 49 --attention triton-fp8-copies --profile"
 TIMEOUT[inloop49]=180; CMD[inloop49]="$bench14 --frames 49 --attention triton-in-loop --profile"
@@ -153,7 +156,7 @@ GROUP[core]="setup tests attention step49 fastest49 compile81"
 GROUP[kernel]="setup sweep tests sdpa49 gluonws49 gluon49 fp8copies49 copies49 variants step49"
 # What "auto" runs on Hopper (the warp-specialised Gluon kernel) where it was not yet measured:
 # alone and in the step at 81 frames next to SDPA, compiled, and with every speed option.
-GROUP[default]="setup sweep sdpa81 step81 compile49 fastest49"
+GROUP[default]="setup sweep sdpa81 step81 gluonwsfp849 compile49 fastest49"
 GROUP[extra]="setup reference49 compile49 fp8graphs49 offload49 step81 stages49 fp8error inloop49 fp8attn49"
 
 sections=()

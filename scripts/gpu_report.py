@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-STEP_SECTIONS = ("step49", "gluonws49", "gluon49", "fp8copies49", "copies49", "sdpa49", "reference49", "step81",
-                 "sdpa81", "stages49", "fp8graphs49", "fp8attn49", "inloop49", "compile49", "compile81", "offload49", "fastest49")
+STEP_SECTIONS = ("step49", "gluonws49", "gluonwsfp849", "gluon49", "fp8copies49", "copies49", "sdpa49", "reference49",
+                 "step81", "sdpa81", "stages49", "fp8graphs49", "fp8attn49", "inloop49", "compile49", "compile81",
+                 "offload49", "fastest49")
 
 
 def _load(folder: Path, name: str):

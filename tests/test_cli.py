@@ -87,7 +87,8 @@ def test_info_text_and_json():
     info = json.loads(run("info", "--json").stdout)
     assert info["backends"]["torch"]["available"] is True
     assert set(info["attention"]) == {"reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                        "triton-copies", "triton-fp8-copies", "triton-gluon", "triton-gluon-ws"}
+                                        "triton-copies", "triton-fp8-copies", "triton-gluon", "triton-gluon-ws",
+                                        "triton-gluon-ws-fp8"}
     assert set(info["runtime"]) == {"offload", "fp8_linear", "compile", "cuda_graphs"}
     import torch
 

@@ -14,7 +14,7 @@ def test_explicit_and_auto_on_cpu():
     assert select_attention_backend("auto", "cpu") is AttentionBackend.SDPA
     assert select_attention_backend("reference", "cpu") is AttentionBackend.REFERENCE
     with pytest.raises(ValueError, match="valid: reference, sdpa, triton, triton-in-loop, triton-fp8, triton-copies, "
-                                         "triton-fp8-copies, triton-gluon, triton-gluon-ws, auto"):
+                                         "triton-fp8-copies, triton-gluon, triton-gluon-ws, triton-gluon-ws-fp8, auto"):
         select_attention_backend("flash", "cpu")
 
 
@@ -35,7 +35,7 @@ def test_self_check_passes_compiled_on_cuda_bf16():
     backends = [AttentionBackend.TRITON, AttentionBackend.TRITON_IN_LOOP]
     if torch.cuda.get_device_capability() >= (9, 0):
         backends += [AttentionBackend.TRITON_COPIES, AttentionBackend.TRITON_FP8_COPIES, AttentionBackend.TRITON_GLUON,
-                     AttentionBackend.TRITON_GLUON_WS]
+                     AttentionBackend.TRITON_GLUON_WS, AttentionBackend.TRITON_GLUON_WS_FP8]
     for backend in (b for b in backends if b.value not in HUNG_BACKENDS):
         ok, why = triton_self_check("cuda", 128, torch.bfloat16, backend)
         assert ok, (backend, why)
@@ -111,7 +111,7 @@ def test_explicit_triton_with_a_broken_kernel_fails_loudly_on_cuda(monkeypatch):
     _pretend_gpu(monkeypatch, (9, 0), {("cuda", 128, torch.bfloat16, backend): (False, "broken build")
                                        for backend in AttentionBackend if backend.uses_triton})
     for name in ("triton", "triton-in-loop", "triton-fp8", "triton-copies", "triton-fp8-copies", "triton-gluon",
-                 "triton-gluon-ws"):
+                 "triton-gluon-ws", "triton-gluon-ws-fp8"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: broken build"):
             select_attention_backend(name, "cuda", 128, torch.bfloat16)
     assert select_attention_backend("auto", "cuda", 128, torch.bfloat16) is AttentionBackend.SDPA
@@ -122,7 +122,7 @@ def test_copies_backends_refuse_a_head_dim_their_descriptors_cannot_take():
     with head_dim 48 is refused when the backend is chosen, with the reason, instead of
     failing inside the first step; 128 (the real model) is accepted."""
     for name, least in (("triton-copies", 16), ("triton-fp8-copies", 32), ("triton-gluon", 16),
-                        ("triton-gluon-ws", 16)):
+                        ("triton-gluon-ws", 16), ("triton-gluon-ws-fp8", 32)):
         with pytest.raises(RuntimeError, match=f"cannot run here: .*power-of-two head_dim >= {least} .*is 48"):
             select_attention_backend(name, "cpu", 48, torch.float32)
     if not torch.cuda.is_available():  # the interpreter runs the Triton forms at 128
@@ -136,7 +136,7 @@ def test_gluon_backend_needs_a_hopper_gpu():
     reason, rather than failing inside the first denoising step."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU the backend is chosen after its self-check (test_self_check_passes_compiled_on_cuda_bf16)")
-    for name in ("triton-gluon", "triton-gluon-ws"):
+    for name in ("triton-gluon", "triton-gluon-ws", "triton-gluon-ws-fp8"):
         with pytest.raises(RuntimeError, match=f"'{name}' cannot run here: the Gluon kernel runs only compiled"):
             select_attention_backend(name, "cpu")
 
@@ -159,7 +159,8 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     from sama_rt.kernels import anchor_attention, anchor_attention_ref, rope_tables
 
     assert attention_backend_names() == ["auto", "reference", "sdpa", "triton", "triton-in-loop", "triton-fp8",
-                                         "triton-copies", "triton-fp8-copies", "triton-gluon", "triton-gluon-ws"]
+                                         "triton-copies", "triton-fp8-copies", "triton-gluon", "triton-gluon-ws",
+                                         "triton-gluon-ws-fp8"]
     assert select_attention_backend("triton-fp8", "cpu") is AttentionBackend.TRITON_FP8  # interpreter
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
@@ -180,22 +181,23 @@ def test_fp8_backend_is_opt_in_and_reaches_the_fp8_kernel():
     assert fp8_err > 10 * (native.float() - want).abs().max().item()
 
 
-@pytest.mark.parametrize("backend, keys, language, head_dim", [
-    (AttentionBackend.TRITON, "once", "triton", 48),
-    (AttentionBackend.TRITON_IN_LOOP, "in-loop", "triton", 48),
-    (AttentionBackend.TRITON_COPIES, "copies", "triton", 128),
-    (AttentionBackend.TRITON_GLUON, "copies", "gluon", 128),
-    (AttentionBackend.TRITON_GLUON_WS, "copies", "gluon-ws", 128),
+@pytest.mark.parametrize("backend, precision, keys, language, head_dim", [
+    (AttentionBackend.TRITON, "native", "once", "triton", 48),
+    (AttentionBackend.TRITON_IN_LOOP, "native", "in-loop", "triton", 48),
+    (AttentionBackend.TRITON_COPIES, "native", "copies", "triton", 128),
+    (AttentionBackend.TRITON_GLUON, "native", "copies", "gluon", 128),
+    (AttentionBackend.TRITON_GLUON_WS, "native", "copies", "gluon-ws", 128),
+    (AttentionBackend.TRITON_GLUON_WS_FP8, "fp8", "copies", "gluon-ws", 128),
 ])
-def test_triton_backends_reach_their_kernel_variant(backend, keys, language, head_dim):
+def test_triton_backends_reach_their_kernel_variant(backend, precision, keys, language, head_dim):
     """`triton` runs the kernel with its keys rotated once (the faster variant), `triton-in-loop`
     with them rotated in its loop, `triton-copies` the rotated-copies kernel (power-of-two
-    head_dim, Hopper), `triton-gluon` its Gluon form and `triton-gluon-ws` that form warp-
-    specialised (Hopper, compiled only): the same numbers
-    as calling the kernel with those keys and that language."""
+    head_dim, Hopper), `triton-gluon` its Gluon form, `triton-gluon-ws` that form warp-
+    specialised and `triton-gluon-ws-fp8` that over e4m3 copies (Hopper, compiled only): the
+    same numbers as calling the kernel with that precision, those keys and that language."""
     from sama_rt.kernels import anchor_attention, rope_tables
 
-    assert backend.kernel_options == {"precision": "native", "keys": keys, "language": language}
+    assert backend.kernel_options == {"precision": precision, "keys": keys, "language": language}
     assert AttentionBackend.TRITON_FP8.kernel_options == {"precision": "fp8", "keys": "in-loop", "language": "triton"}
     device = "cpu" if not torch.cuda.is_available() else "cuda"
     if keys == "copies" and device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
@@ -208,8 +210,8 @@ def test_triton_backends_reach_their_kernel_variant(backend, keys, language, hea
     q, k, v = (torch.randn(1, 2 * 12 + 3, 2, head_dim, generator=gen).to(device, torch.float16) for _ in range(3))
     cos, sin = rope_tables(1, 3, 4, head_dim, device=device)
     got = anchor_self_attention(q, k, v, cos, sin, 3, backend)
-    torch.testing.assert_close(got, anchor_attention(q, k, v, cos, sin, 3, keys=keys, language=language), atol=0,
-                               rtol=0)
+    want = anchor_attention(q, k, v, cos, sin, 3, precision=precision, keys=keys, language=language)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_fp8_copies_backend_reaches_the_fp8_copies_kernel():

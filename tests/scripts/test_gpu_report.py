@@ -62,7 +62,7 @@ def test_report_from_real_outputs(tmp_path):
     text = report.report(tmp_path, "2026-11-27")
     assert text.startswith("### NVIDIA H100 80GB HBM3, 2026-11-27")
     assert "step81: rc=1" in text and "No results from: step81 (see their .err files)." in text
-    assert "Not run: gluonws49, gluon49, fp8copies49, copies49, sdpa49, sdpa81, stages49," in text  # not in summary.txt: not run, not failed
+    assert "Not run: gluonws49, gluonwsfp849, gluon49, fp8copies49, copies49, sdpa49, sdpa81, stages49," in text  # not in summary.txt: not run, not failed
     assert "| 49f | triton | 10.00 | 600.0 | 1.20x | 3.00 | 128x64 w8 s3 split |" in text
     # every autotune candidate, its TFLOP/s scaled from the method's (600 at 10 ms -> 500 at 12)
     assert "| 49f | triton | 128x128 w8 s3 split flat | 12.00 | 500.0 |" in text
